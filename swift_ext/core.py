@@ -1,0 +1,513 @@
+"""The parity core: a conversation in, inference-exact training samples out.
+
+For each trained assistant turn i (generation-prompt splicing, see DESIGN.md):
+
+1. ``G_i`` = render(messages[:i], add_generation_prompt=True): what an
+   inference server feeds the model; its tokens are the turn's prompt.
+2. ``R_i`` = render(messages[:i+1]): the template's own rendering with the
+   turn last. The turn's *completion* is what follows the generation prompt in
+   it, cut after the first stop string. Where ``R_i`` does not start with
+   ``G_i`` (the generation prompt holds text the turn's rendering puts
+   elsewhere or omits, or the template rewrote history for this render) the
+   turn's text is located in ``R_i`` and placed after ``G_i``: what inference
+   really produced.
+3. Reasoning the template drops is written back in the family's format, or
+   raises, or (by request) is dropped and counted.
+4. Consecutive turns share a sample while each next prompt extends the sample
+   token for token; a new sample starts where the template rewrote history.
+
+Nothing here imports a training framework.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import (
+    InputError,
+    ParityError,
+    PolicyError,
+    ReasoningDroppedError,
+    TemplateRenderError,
+    VerificationError,
+)
+from .families import Family, resolve_family
+from .messages import parse_messages
+from .render import ChatRenderer, template_of, tokenizer_template_kwargs
+from .tokens import SegmentTokenizer
+from .types import IGNORE_INDEX, EncodeStats, Message, Sample, TurnSpan
+
+REASONING_POLICIES = ("error", "drop")
+HISTORY_POLICIES = ("template", "keep")
+TRAIN_TURNS = ("all", "last")
+
+
+@dataclass
+class _Turn:
+    """One trained turn before tokenization."""
+
+    message_index: int
+    prompt_text: str
+    completion_text: str
+    spliced: bool
+    reasoning_formatted: bool
+    reasoning_dropped: bool
+
+
+def default_stop_strings(tokenizer: Any) -> tuple[str, ...]:
+    """Stop strings of a template no family describes: the tokenizer's eos and,
+    when the tokenizer was loaded from a folder, its generation config's eos ids."""
+    stops: list[str] = []
+    eos = getattr(tokenizer, "eos_token", None)
+    if eos:
+        stops.append(str(eos))
+    path = getattr(tokenizer, "name_or_path", None)
+    if path:
+        import os
+
+        config = os.path.join(str(path), "generation_config.json")
+        if os.path.isfile(config):
+            with open(config, encoding="utf-8") as fh:
+                ids = json.load(fh).get("eos_token_id", [])
+            for token_id in [ids] if isinstance(ids, int) else ids:
+                text = tokenizer.convert_ids_to_tokens(int(token_id))
+                if text and text not in stops:
+                    stops.append(text)
+    return tuple(stops)
+
+
+class Encoder:
+    """Turns conversations into samples for one tokenizer and chat template.
+
+    Holds what is reused across conversations: the compiled template, the
+    family description, the memoised tokenizer. Build one per dataset (the
+    module-level ``encode`` keeps a small cache of them).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        chat_template: str | None = None,
+        family: str | Family | None = None,
+        strict: bool = False,
+        stop_strings: Sequence[str] | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.template = template_of(tokenizer, chat_template)
+        self.family = resolve_family(self.template, family, strict=strict)
+        self.renderer = ChatRenderer(self.template, tokenizer_template_kwargs(tokenizer))
+        self.tokens = SegmentTokenizer(tokenizer)
+        self.stop_strings = tuple(stop_strings or self.family.stop_strings or default_stop_strings(tokenizer))
+        if not self.stop_strings:
+            raise PolicyError(
+                "no stop strings: the template matches no family and the tokenizer has no eos token; "
+                "pass stop_strings=[...]",
+                rule="no-stop-strings",
+            )
+
+    # ------------------------------------------------------------------ encode
+    def encode(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        *,
+        reasoning_policy: str = "error",
+        history_reasoning: str = "template",
+        train_turns: str = "all",
+        conversation_index: int | None = None,
+        stats: EncodeStats | None = None,
+    ) -> list[Sample]:
+        try:
+            return self._encode(
+                messages, tools, chat_template_kwargs, reasoning_policy, history_reasoning, train_turns, stats
+            )
+        except ParityError as exc:
+            raise exc.with_conversation(conversation_index) from None
+
+    def _encode(self, raw_messages, tools, chat_template_kwargs, reasoning_policy, history_reasoning, train_turns,
+                stats) -> list[Sample]:
+        _check_choice("reasoning_policy", reasoning_policy, REASONING_POLICIES)
+        _check_choice("train_turns", train_turns, TRAIN_TURNS)
+        messages = parse_messages(raw_messages)
+        kwargs = self.template_kwargs(chat_template_kwargs, history_reasoning)
+        dicts = [self.template_message(m) for m in messages]
+        trained = self.trained_turns(messages, train_turns)
+        turns = [self._derive_turn(messages, dicts, i, tools, kwargs, reasoning_policy) for i in trained]
+        samples = self._assemble(turns)
+        if stats is not None:
+            self._count(stats, samples, turns, dicts, tools, kwargs)
+        return samples
+
+    # ----------------------------------------------------------- conversation
+    def template_kwargs(self, chat_template_kwargs: Mapping[str, Any] | None, history_reasoning: str) -> dict:
+        """Template kwargs for a history-reasoning policy (``keep`` uses the template's own switch)."""
+        _check_choice("history_reasoning", history_reasoning, HISTORY_POLICIES)
+        kwargs = dict(chat_template_kwargs or {})
+        if history_reasoning == "keep":
+            if self.family.keep_history_kwarg is None:
+                raise PolicyError(
+                    f"history_reasoning='keep' needs a template switch that keeps past reasoning, and the "
+                    f"{self.family.name!r} family's template has none; use 'template' (the template's own behaviour) "
+                    "or a model whose template has one (Qwen3.6 preserve_thinking, GLM-4.7 clear_thinking)",
+                    rule="policy-keep-history",
+                )
+            kwargs[self.family.keep_history_kwarg] = self.family.keep_history_value
+        return kwargs
+
+    @staticmethod
+    def trained_turns(messages: list[Message], train_turns: str) -> list[int]:
+        turns = [i for i, m in enumerate(messages) if m.role == "assistant" and m.train]
+        if train_turns == "last":
+            last = max(i for i, m in enumerate(messages) if m.role == "assistant")
+            turns = [i for i in turns if i == last]
+        if not turns:
+            raise InputError("no assistant turn is trained (all have loss: false)", rule="I5-zero-label")
+        return turns
+
+    def template_message(self, message: Message, *, drop_reasoning: bool = False) -> dict[str, Any]:
+        """The dict the chat template sees for one message, in the family's field names."""
+        out: dict[str, Any] = {"role": message.role, "content": message.content}
+        reasoning = None if drop_reasoning else message.reasoning
+        if reasoning is not None:
+            if self.family.reasoning_inline:
+                out["content"] = self.family.reasoning_inline.format(
+                    reasoning=reasoning, content=message.content or ""
+                )
+            else:
+                # The names transformers itself passes reasoning under, plus the family's own.
+                out["reasoning_content"] = reasoning
+                out["thinking"] = reasoning
+                if self.family.reasoning_field:
+                    out[self.family.reasoning_field] = reasoning
+        if message.tool_calls:
+            out["tool_calls"] = [self._tool_call(call) for call in message.tool_calls]
+        if message.tool_call_id is not None:
+            out["tool_call_id"] = message.tool_call_id
+        if message.name is not None:
+            out["name"] = message.name
+        for key, value in message.extra.items():
+            out.setdefault(key, value)
+        return out
+
+    def _tool_call(self, call: Any) -> dict[str, Any]:
+        form = self.family.tool_arguments
+        if form == "dict":
+            arguments: Any = call.arguments
+        elif form == "json":
+            arguments = call.arguments_json if call.arguments_json is not None else json.dumps(
+                call.arguments, ensure_ascii=False
+            )
+        else:
+            arguments = call.arguments_json if call.arguments_json is not None else call.arguments
+        function = {"name": call.name, "arguments": arguments}
+        out: dict[str, Any] = {"type": call.type, "function": function}
+        if call.id is not None:
+            out["id"] = call.id
+        return out
+
+    def render(self, dicts, tools, kwargs, *, add_generation_prompt: bool, upto: int) -> str:
+        try:
+            return self.renderer.render(
+                dicts[:upto], tools=tools, add_generation_prompt=add_generation_prompt, kwargs=kwargs
+            )
+        except TemplateRenderError as exc:
+            what = "generation prompt" if add_generation_prompt else "rendering"
+            raise TemplateRenderError(
+                f"{exc.detail} (while building the {what} of messages[:{upto}])", rule=exc.rule,
+                message_index=upto - 1 if upto else None,
+            ) from None
+
+    # ------------------------------------------------------------------- turns
+    def _derive_turn(self, messages, dicts, i, tools, kwargs, reasoning_policy) -> _Turn:
+        message = messages[i]
+        prompt = self.render(dicts, tools, kwargs, add_generation_prompt=True, upto=i)
+        thinking = self.family.thinking_enabled(kwargs)
+        dropped = False
+        try:
+            raw, spliced = self._turn_text(dicts, i, prompt, tools, kwargs)
+        except ReasoningDroppedError:
+            if not (message.reasoning and reasoning_policy == "drop"):
+                raise
+            dicts = list(dicts)
+            dicts[i] = self.template_message(message, drop_reasoning=True)
+            raw, spliced = self._turn_text(dicts, i, prompt, tools, kwargs)
+            dropped = True
+        completion = self._cut_at_stop(raw, message, i)
+        formatted = False
+        if message.reasoning and message.reasoning.strip() and not dropped:
+            completion, formatted, dropped = self._restore_reasoning(completion, message, i, thinking,
+                                                                     reasoning_policy)
+        self._check_rendered(completion, message, i)
+        return _Turn(i, prompt, completion, spliced, formatted, dropped)
+
+    def _turn_text(self, dicts, i, prompt, tools, kwargs) -> tuple[str, bool]:
+        """The text the model generated for turn i (before the stop cut), and whether it was spliced."""
+        rendering = self.render(dicts, tools, kwargs, add_generation_prompt=False, upto=i + 1)
+        if rendering.startswith(prompt):
+            return rendering[len(prompt):], False
+        history = self.render(dicts, tools, kwargs, add_generation_prompt=False, upto=i)
+        if not prompt.startswith(history):
+            raise TemplateRenderError(
+                "the generation prompt does not extend the rendering of the history: "
+                + _first_difference(history, prompt),
+                rule="generation-prompt-not-suffix",
+                message_index=i,
+            )
+        gen_prompt = prompt[len(history):]
+        if rendering.startswith(history):
+            turn = rendering[len(history):]
+        else:
+            turn = self._locate_turn(rendering, gen_prompt, dicts[i], i, prompt)
+        shared = self._shared_header(turn, gen_prompt)
+        completion, leftover = turn[shared:], gen_prompt[shared:]
+        if leftover.strip() and leftover in completion:
+            raise ReasoningDroppedError(
+                f"the generation prompt already holds {leftover!r}, which the turn's own rendering writes after "
+                f"its text ({completion[:60]!r}...): the turn carries reasoning while thinking is off. Turn thinking "
+                "on, remove the reasoning, or pass reasoning_policy='drop'",
+                rule="reasoning-thinking-off",
+                message_index=i,
+            )
+        return completion, shared < len(gen_prompt)
+
+    def _shared_header(self, turn: str, gen_prompt: str) -> int:
+        """Length of the longest run of whole generation-prompt tokens the turn's rendering starts with."""
+        shared = _common_prefix_len(turn, gen_prompt)
+        return max((end for end in [0, *self.tokens.boundaries(gen_prompt)] if end <= shared), default=0)
+
+    @staticmethod
+    def _locate_turn(rendering: str, gen_prompt: str, message: dict, i: int, prompt: str) -> str:
+        """Find turn i's text in a rendering whose history differs from the prompt's.
+
+        The turn is the last message, so its first rendered text (reasoning,
+        content or a tool name) is found from the end, and the turn starts at the
+        last copy of the generation prompt's header before that.
+        """
+        anchors = [message.get("reasoning_content"), message.get("content")]
+        anchors += [call["function"]["name"] for call in message.get("tool_calls", ())]
+        positions = [rendering.rfind(a.strip()) for a in anchors if isinstance(a, str) and a.strip()]
+        positions = [p for p in positions if p >= 0]
+        end = min(positions) if positions else len(rendering)
+        header = gen_prompt
+        while header:
+            start = rendering.rfind(header, 0, end)
+            if start >= 0:
+                return rendering[start:]
+            header = header[:-1]
+        raise TemplateRenderError(
+            "cannot find the turn in the template's rendering (history was rewritten and the generation prompt "
+            "does not occur): " + _first_difference(prompt, rendering),
+            rule="turn-not-located",
+            message_index=i,
+        )
+
+    def _cut_at_stop(self, raw: str, message: Message, i: int) -> str:
+        cut = None
+        for stop in self.stop_strings:
+            pos = raw.find(stop)
+            if pos >= 0 and (cut is None or pos + len(stop) < cut):
+                cut = pos + len(stop)
+        if cut is not None:
+            return raw[:cut]
+        appended = self.family.stop_after_tool_calls if message.tool_calls else None
+        appended = appended or self.family.stop_after_turn
+        if appended:
+            return raw + appended
+        raise ParityError(
+            f"the turn's rendering {raw[-80:]!r} contains none of the stop strings {list(self.stop_strings)}; "
+            "pass stop_strings=[...] with what the model generates to end a turn",
+            rule="I2-no-stop-string",
+            message_index=i,
+        )
+
+    def _restore_reasoning(self, completion, message, i, thinking, reasoning_policy) -> tuple[str, bool, bool]:
+        """Make sure the turn's reasoning is in its completion, or say why not."""
+        reasoning = message.reasoning
+        if reasoning.strip() in completion:
+            return completion, False, False
+        family = self.family
+        if thinking is not False and family.reasoning_format:
+            text = family.reasoning_format.format(reasoning=reasoning)
+            placeholder = family.reasoning_placeholder
+            if placeholder and placeholder in completion:
+                return completion.replace(placeholder, text, 1), True, False
+            return text + completion, True, False
+        if reasoning_policy == "drop":
+            return completion, False, True
+        why = (
+            "thinking is off for this render"
+            if thinking is False
+            else f"the {family.name!r} family gives no format for it"
+        )
+        raise ReasoningDroppedError(
+            f"the turn carries reasoning ({reasoning[:40]!r}...) that the template does not render, and {why}; "
+            "training without it would be silent. Pass reasoning_policy='drop' to drop it (counted)",
+            rule="reasoning-dropped",
+            message_index=i,
+        )
+
+    @staticmethod
+    def _check_rendered(completion: str, message: Message, i: int) -> None:
+        """The completion must hold the turn's answer and tool calls: a template that
+        drops them would otherwise train the model to say nothing."""
+        if isinstance(message.content, str) and message.content.strip():
+            if message.content.strip() not in completion:
+                raise TemplateRenderError(
+                    f"the turn's content {message.content.strip()[:60]!r} is not in what the template renders for "
+                    f"it ({completion[:80]!r})",
+                    rule="I2-content-not-rendered",
+                    message_index=i,
+                )
+        for call in message.tool_calls:
+            if call.name not in completion:
+                raise TemplateRenderError(
+                    f"the template does not render the turn's tool call {call.name!r}",
+                    rule="template-drops-tool-calls",
+                    message_index=i,
+                )
+
+    # --------------------------------------------------------------- samples
+    def _assemble(self, turns: list[_Turn]) -> list[Sample]:
+        samples: list[Sample] = []
+        current: Sample | None = None
+        for turn in turns:
+            prompt_ids = self.tokens.encode(turn.prompt_text)
+            completion_ids = self.tokens.encode(turn.completion_text)
+            if not prompt_ids:
+                raise VerificationError("the generation prompt is empty: every token would be trained",
+                                        rule="I5-all-label", message_index=turn.message_index)
+            if not completion_ids:
+                raise VerificationError("the turn's completion is empty", rule="I5-zero-label",
+                                        message_index=turn.message_index)
+            if current is not None and _extends(prompt_ids, current.input_ids):
+                extra = prompt_ids[len(current.input_ids):]
+                current.input_ids.extend(extra)
+                current.labels.extend([IGNORE_INDEX] * len(extra))
+            else:
+                current = Sample(list(prompt_ids), [IGNORE_INDEX] * len(prompt_ids), [])
+                samples.append(current)
+            start = len(current.input_ids)
+            current.input_ids.extend(completion_ids)
+            current.labels.extend(completion_ids)
+            current.turns.append(
+                TurnSpan(
+                    message_index=turn.message_index,
+                    prompt_end=start,
+                    label_start=start,
+                    label_end=start + len(completion_ids),
+                    completion_text=turn.completion_text,
+                    spliced=turn.spliced,
+                    reasoning_formatted=turn.reasoning_formatted,
+                )
+            )
+        return samples
+
+    def _count(self, stats, samples, turns, dicts, tools, kwargs) -> None:
+        full = self.render(dicts, tools, kwargs, add_generation_prompt=False, upto=len(dicts))
+        stats.conversations += 1
+        stats.samples += len(samples)
+        stats.emitted_tokens += sum(len(s) for s in samples)
+        stats.full_render_tokens += len(self.tokens.encode(full))
+        stats.trained_tokens += sum(s.num_labels for s in samples)
+        stats.trained_turns += len(turns)
+        stats.spliced_turns += sum(t.spliced for t in turns)
+        stats.reasoning_dropped += sum(t.reasoning_dropped for t in turns)
+        stats.reasoning_formatted += sum(t.reasoning_formatted for t in turns)
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise PolicyError(f"{name} must be one of {choices}, got {value!r}", rule=f"policy-{name}")
+
+
+def _extends(ids: list[int], prefix: list[int]) -> bool:
+    return len(ids) >= len(prefix) and ids[: len(prefix)] == prefix
+
+
+def _common_prefix_len(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _first_difference(expected: str, actual: str) -> str:
+    at = _common_prefix_len(expected, actual)
+    return (
+        f"first difference at character {at}: expected {expected[max(0, at - 30):at + 30]!r}, "
+        f"got {actual[max(0, at - 30):at + 30]!r}"
+    )
+
+
+_ENCODERS: OrderedDict[tuple, Encoder] = OrderedDict()
+
+
+def get_encoder(tokenizer: Any, *, chat_template=None, family=None, strict=False, stop_strings=None) -> Encoder:
+    """A cached ``Encoder`` for this tokenizer and settings (rebuilt if the template changes)."""
+    family_key = family.name if isinstance(family, Family) else family
+    template = template_of(tokenizer, chat_template)
+    key = (id(tokenizer), template, family_key, strict, tuple(stop_strings or ()))
+    encoder = _ENCODERS.get(key)
+    if encoder is None or encoder.tokenizer is not tokenizer:
+        encoder = Encoder(tokenizer, chat_template=chat_template, family=family, strict=strict,
+                          stop_strings=stop_strings)
+        _ENCODERS[key] = encoder
+        while len(_ENCODERS) > 8:
+            _ENCODERS.popitem(last=False)
+    return encoder
+
+
+def encode(
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+    *,
+    chat_template: str | None = None,
+    family: str | Family | None = None,
+    strict: bool = False,
+    stop_strings: Sequence[str] | None = None,
+    reasoning_policy: str = "error",
+    history_reasoning: str = "template",
+    train_turns: str = "all",
+    conversation_index: int | None = None,
+    stats: EncodeStats | None = None,
+) -> list[Sample]:
+    """Encode one conversation into inference-exact training samples.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer with a chat template.
+        messages: role/content dicts (system, user, assistant, tool), with
+            ``reasoning_content`` (or ``thinking``/``reasoning``/inline
+            ``<think>``), ``tool_calls`` and ``loss: false`` as needed.
+        tools: tool schemas, as for ``apply_chat_template``.
+        chat_template_kwargs: e.g. ``{"enable_thinking": False}``.
+        chat_template: a template text (or named template) instead of the tokenizer's.
+        family: a family name (``"qwen3"``) instead of detection.
+        strict: raise when no family recognises the template.
+        stop_strings: override the family's stop strings.
+        reasoning_policy: ``"error"`` or ``"drop"`` (counted in ``stats``) for
+            reasoning the template does not render and the family cannot format.
+        history_reasoning: ``"template"`` or ``"keep"`` (the template's own switch).
+        train_turns: ``"all"`` assistant turns without ``loss: false``, or ``"last"``.
+        conversation_index: the dataset row, named in errors.
+        stats: an ``EncodeStats`` to add this conversation's counts to.
+
+    Returns:
+        The fewest samples whose every trained turn has its exact inference prefix.
+    """
+    encoder = get_encoder(tokenizer, chat_template=chat_template, family=family, strict=strict,
+                          stop_strings=stop_strings)
+    return encoder.encode(
+        messages, tools, chat_template_kwargs, reasoning_policy=reasoning_policy,
+        history_reasoning=history_reasoning, train_turns=train_turns, conversation_index=conversation_index,
+        stats=stats,
+    )

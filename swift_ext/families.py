@@ -1,0 +1,193 @@
+"""Model-family descriptions: the facts a chat template cannot tell.
+
+Each family is one small TOML file in ``templates/`` (shipped inside the
+wheel as ``swift_ext/templates``): stop strings, where the template reads
+reasoning from and how the model writes it when the template drops it, the
+thinking switch, the history-reasoning switch, the tool-argument form, and
+the rules that recognise the family's template. Code never branches on a
+family name; it reads these fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import UnknownFamilyError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+TOOL_ARGUMENT_FORMS = ("any", "dict", "json")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family's description (see ``templates/README.md`` for the fields)."""
+
+    name: str
+    description: str
+    stop_strings: tuple[str, ...]
+    swift_template: str | None = None
+    tool_arguments: str = "any"
+    reasoning_field: str | None = "reasoning_content"
+    """Message key the template reads reasoning from; ``None``: it reads none."""
+    reasoning_inline: str | None = None
+    """Format that writes reasoning into content, e.g. ``<think>{reasoning}</think>{content}``,
+    for templates that only read reasoning from inside the content."""
+    reasoning_format: str | None = None
+    """How the model writes reasoning the template drops, e.g. ``<think>\\n{reasoning}\\n</think>\\n\\n``."""
+    reasoning_placeholder: str | None = None
+    """What the template writes instead of dropped reasoning (replaced by the format)."""
+    thinking_kwarg: str | None = None
+    thinking_default: bool | None = None
+    keep_history_kwarg: str | None = None
+    keep_history_value: Any = True
+    stop_after_tool_calls: str | None = None
+    """Stop string to append after a turn with tool calls when the template renders none."""
+    stop_after_turn: str | None = None
+    """Stop string to append after any other turn when the template renders none."""
+    match_sha256: tuple[str, ...] = ()
+    match_contains: tuple[str, ...] = ()
+    match_excludes: tuple[str, ...] = ()
+    source: str = ""
+
+    @property
+    def parity_template(self) -> str:
+        """Name under which the framework adapters register this family."""
+        return f"{self.name}_parity"
+
+    def thinking_enabled(self, kwargs: dict[str, Any]) -> bool | None:
+        """Whether the template runs in thinking mode under these kwargs (None: no switch)."""
+        if self.thinking_kwarg is None:
+            return self.thinking_default
+        return bool(kwargs.get(self.thinking_kwarg, self.thinking_default))
+
+    def matches(self, template: str) -> int:
+        """Match strength: 2 exact hash, 1 substring rules, 0 no match."""
+        if template_sha256(template) in self.match_sha256:
+            return 2
+        if self.match_contains and all(s in template for s in self.match_contains):
+            if not any(s in template for s in self.match_excludes):
+                return 1
+        return 0
+
+
+GENERIC = Family(
+    name="hf",
+    description="Any template: its own rendering, stop strings from the tokenizer",
+    stop_strings=(),
+    reasoning_field="reasoning_content",
+)
+
+
+def template_sha256(template: str) -> str:
+    return hashlib.sha256(template.encode("utf-8")).hexdigest()
+
+
+def _templates_dir() -> Path:
+    packaged = resources.files("swift_ext") / "templates"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def _family_from_toml(path: Path) -> Family:
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    reasoning = data.get("reasoning", {})
+    thinking = data.get("thinking", {})
+    history = data.get("history", {})
+    match = data.get("match", {})
+    stops = data.get("stops", {})
+    tool_arguments = data.get("tool_arguments", "any")
+    if tool_arguments not in TOOL_ARGUMENT_FORMS:
+        raise ValueError(f"{path}: tool_arguments must be one of {TOOL_ARGUMENT_FORMS}")
+    return Family(
+        name=data["name"],
+        description=data.get("description", ""),
+        stop_strings=tuple(stops.get("strings", ())),
+        stop_after_tool_calls=stops.get("after_tool_calls"),
+        stop_after_turn=stops.get("after_turn"),
+        swift_template=data.get("swift_template"),
+        tool_arguments=tool_arguments,
+        reasoning_field=reasoning.get("field", "reasoning_content") or None,
+        reasoning_inline=reasoning.get("inline"),
+        reasoning_format=reasoning.get("format"),
+        reasoning_placeholder=reasoning.get("placeholder"),
+        thinking_kwarg=thinking.get("kwarg"),
+        thinking_default=thinking.get("default"),
+        keep_history_kwarg=history.get("keep_kwarg"),
+        keep_history_value=history.get("keep_value", True),
+        match_sha256=tuple(match.get("sha256", ())),
+        match_contains=tuple(match.get("contains", ())),
+        match_excludes=tuple(match.get("excludes", ())),
+        source=str(path),
+    )
+
+
+@lru_cache(maxsize=1)
+def _registry() -> dict[str, Family]:
+    families = {}
+    for path in sorted(_templates_dir().glob("*.toml")):
+        family = _family_from_toml(path)
+        if family.name in families:
+            raise ValueError(f"family {family.name!r} is described twice ({path})")
+        families[family.name] = family
+    return families
+
+
+def list_families() -> list[Family]:
+    return list(_registry().values())
+
+
+def load_family(name: str) -> Family:
+    if name in ("hf", "generic"):
+        return GENERIC
+    try:
+        return _registry()[name.removesuffix("_parity")]
+    except KeyError:
+        known = ", ".join(sorted(_registry()))
+        raise UnknownFamilyError(f"no family named {name!r}; known: {known}", rule="unknown-family") from None
+
+
+def detect_family(template: str) -> Family | None:
+    """The family whose rules recognise this template text, or None.
+
+    An exact hash match wins; among substring matches the one with the most
+    specific rules (longest total matched text) wins.
+    """
+    best, best_key = None, (0, 0)
+    for family in _registry().values():
+        strength = family.matches(template)
+        if strength:
+            key = (strength, sum(len(s) for s in family.match_contains))
+            if key > best_key:
+                best, best_key = family, key
+    return best
+
+
+def resolve_family(template: str, family: str | Family | None, *, strict: bool) -> Family:
+    """Pick the family for ``template``: the one named, else detected, else generic."""
+    if isinstance(family, Family):
+        return family
+    if family is not None:
+        return load_family(family)
+    detected = detect_family(template)
+    if detected is not None:
+        return detected
+    if strict:
+        raise UnknownFamilyError(
+            f"no family description recognises this chat template (sha256 {template_sha256(template)[:12]}); "
+            "pass family=... or strict=False to use the generic path"
+        )
+    return GENERIC
+
+
+__all__ = ["Family", "GENERIC", "detect_family", "list_families", "load_family", "resolve_family", "template_sha256"]

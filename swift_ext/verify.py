@@ -1,0 +1,136 @@
+"""Re-derive the invariants I1-I5 for produced samples; raise with a diagnostic.
+
+``verify`` recomputes each trained turn's inference prompt by rendering the
+template and tokenizing the *whole* string with the tokenizer itself (no
+memoised pieces), and checks the samples against it:
+
+- I1 the tokens before a turn's first label are the tokenized generation prompt;
+- I2 the labels are the turn's completion tokens, ending at a stop string that
+  occurs nowhere earlier in it, and holding the turn's content and tool calls;
+- I3 no position outside a turn's completion is labelled;
+- I4 a sample starts only where the next prompt does not extend the previous sample;
+- I5 every sample has labelled and unlabelled positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .core import Encoder, get_encoder
+from .errors import ParityError, VerificationError
+from .families import Family
+from .messages import parse_messages
+from .types import IGNORE_INDEX, Sample
+
+
+def verify(
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, Any]],
+    samples: Sequence[Sample],
+    tools: list[dict[str, Any]] | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+    *,
+    chat_template: str | None = None,
+    family: str | Family | None = None,
+    strict: bool = False,
+    stop_strings: Sequence[str] | None = None,
+    history_reasoning: str = "template",
+    conversation_index: int | None = None,
+) -> None:
+    """Raise ``VerificationError`` naming the rule, turn and first differing token."""
+    encoder = get_encoder(tokenizer, chat_template=chat_template, family=family, strict=strict,
+                          stop_strings=stop_strings)
+    try:
+        _verify(encoder, messages, samples, tools, chat_template_kwargs, history_reasoning)
+    except ParityError as exc:
+        raise exc.with_conversation(conversation_index) from None
+
+
+def _verify(encoder: Encoder, raw_messages, samples, tools, chat_template_kwargs, history_reasoning) -> None:
+    messages = parse_messages(raw_messages)
+    kwargs = encoder.template_kwargs(chat_template_kwargs, history_reasoning)
+    dicts = [encoder.template_message(m) for m in messages]
+    if not samples:
+        raise VerificationError("no samples", rule="I5-zero-label")
+    seen: set[int] = set()
+    previous: Sample | None = None
+    for number, sample in enumerate(samples):
+        _check_shape(sample, number)
+        for span in sample.turns:
+            i = span.message_index
+            if i in seen or not (0 <= i < len(messages)) or messages[i].role != "assistant":
+                raise VerificationError(f"sample {number} claims message {i} as a trained turn", rule="I3-turns",
+                                        message_index=i)
+            seen.add(i)
+            prompt = encoder.render(dicts, tools, kwargs, add_generation_prompt=True, upto=i)
+            prompt_ids = encoder.tokens.encode_whole(prompt)
+            _check_prefix(encoder, sample.input_ids[: span.label_start], prompt_ids, number, i)
+            _check_completion(encoder, sample, span, messages[i], number)
+            if span is sample.turns[0] and previous is not None and _starts_with(prompt_ids, previous.input_ids):
+                raise VerificationError(
+                    f"sample {number} starts a new sample although turn {i}'s prompt extends sample {number - 1}",
+                    rule="I4-fewest-samples", message_index=i,
+                )
+        previous = sample
+
+
+def _check_shape(sample: Sample, number: int) -> None:
+    if len(sample.input_ids) != len(sample.labels):
+        raise VerificationError(f"sample {number}: input_ids and labels differ in length", rule="shape")
+    labelled = {k for k, label in enumerate(sample.labels) if label != IGNORE_INDEX}
+    if not labelled:
+        raise VerificationError(f"sample {number} has no labelled token", rule="I5-zero-label")
+    if len(labelled) == len(sample.labels):
+        raise VerificationError(f"sample {number} labels every token", rule="I5-all-label")
+    spans = set()
+    for span in sample.turns:
+        spans.update(range(span.label_start, span.label_end))
+    if labelled != spans:
+        stray = sorted(labelled - spans)[:5] or sorted(spans - labelled)[:5]
+        raise VerificationError(
+            f"sample {number}: labelled positions differ from the turns' completions (e.g. positions {stray})",
+            rule="I3-nothing-else-labelled",
+        )
+    for k in labelled:
+        if sample.labels[k] != sample.input_ids[k]:
+            raise VerificationError(f"sample {number}: label at {k} is not the input token", rule="I2-labels")
+
+
+def _check_prefix(encoder: Encoder, actual: list[int], expected: list[int], number: int, i: int) -> None:
+    if actual == expected:
+        return
+    at = next((k for k, (a, b) in enumerate(zip(actual, expected)) if a != b), min(len(actual), len(expected)))
+    raise VerificationError(
+        f"sample {number}: the tokens before turn {i}'s labels are not its inference prompt "
+        f"({len(actual)} vs {len(expected)} tokens); first difference at token {at}: "
+        f"sample has {encoder.tokens.decode(actual[max(0, at - 5):at + 5])!r}, "
+        f"inference has {encoder.tokens.decode(expected[max(0, at - 5):at + 5])!r}",
+        rule="I1-inference-prefix",
+        message_index=i,
+    )
+
+
+def _check_completion(encoder: Encoder, sample: Sample, span, message, number: int) -> None:
+    i = span.message_index
+    labels = sample.labels[span.label_start:span.label_end]
+    expected = encoder.tokens.encode_whole(span.completion_text)
+    if labels != expected:
+        raise VerificationError(
+            f"sample {number}: turn {i}'s labels are not the tokens of its completion "
+            f"{span.completion_text[:60]!r}", rule="I2-generated-tokens", message_index=i,
+        )
+    text = span.completion_text
+    ends = [s for s in encoder.stop_strings if text.endswith(s)]
+    if not ends:
+        raise VerificationError(f"turn {i}'s completion does not end with a stop string: {text[-40:]!r}",
+                                rule="I2-stop", message_index=i)
+    body = text[: -len(ends[0])]
+    if any(s in body for s in encoder.stop_strings):
+        raise VerificationError(f"turn {i}'s completion holds a stop string before its end", rule="I2-stop",
+                                message_index=i)
+    Encoder._check_rendered(text, message, i)
+
+
+def _starts_with(ids: list[int], prefix: list[int]) -> bool:
+    return len(ids) >= len(prefix) and ids[: len(prefix)] == prefix
