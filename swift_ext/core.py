@@ -175,16 +175,11 @@ class Encoder:
         out: dict[str, Any] = {"role": message.role, "content": message.content}
         reasoning = None if drop_reasoning else message.reasoning
         if reasoning is not None:
-            if self.family.reasoning_inline:
-                out["content"] = self.family.reasoning_inline.format(
-                    reasoning=reasoning, content=message.content or ""
-                )
-            else:
-                # The names transformers itself passes reasoning under, plus the family's own.
-                out["reasoning_content"] = reasoning
-                out["thinking"] = reasoning
-                if self.family.reasoning_field:
-                    out[self.family.reasoning_field] = reasoning
+            # The names transformers itself passes reasoning under, plus the family's own.
+            out["reasoning_content"] = reasoning
+            out["thinking"] = reasoning
+            if self.family.reasoning_field:
+                out[self.family.reasoning_field] = reasoning
         if message.tool_calls:
             out["tool_calls"] = [self._tool_call(call) for call in message.tool_calls]
         if message.tool_call_id is not None:
@@ -266,7 +261,7 @@ class Encoder:
             turn = self._locate_turn(rendering, gen_prompt, dicts[i], i, prompt)
         shared = self._shared_header(turn, gen_prompt)
         completion, leftover = turn[shared:], gen_prompt[shared:]
-        if leftover.strip() and leftover in completion:
+        if leftover.strip() and leftover.strip() in completion:
             raise ReasoningDroppedError(
                 f"the generation prompt already holds {leftover!r}, which the turn's own rendering writes after "
                 f"its text ({completion[:60]!r}...): the turn carries reasoning while thinking is off. Turn thinking "

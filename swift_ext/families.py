@@ -39,9 +39,6 @@ class Family:
     tool_arguments: str = "any"
     reasoning_field: str | None = "reasoning_content"
     """Message key the template reads reasoning from; ``None``: it reads none."""
-    reasoning_inline: str | None = None
-    """Format that writes reasoning into content, e.g. ``<think>{reasoning}</think>{content}``,
-    for templates that only read reasoning from inside the content."""
     reasoning_format: str | None = None
     """How the model writes reasoning the template drops, e.g. ``<think>\\n{reasoning}\\n</think>\\n\\n``."""
     reasoning_placeholder: str | None = None
@@ -118,7 +115,6 @@ def _family_from_toml(path: Path) -> Family:
         swift_template=data.get("swift_template"),
         tool_arguments=tool_arguments,
         reasoning_field=reasoning.get("field", "reasoning_content") or None,
-        reasoning_inline=reasoning.get("inline"),
         reasoning_format=reasoning.get("format"),
         reasoning_placeholder=reasoning.get("placeholder"),
         thinking_kwarg=thinking.get("kwarg"),

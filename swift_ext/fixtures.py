@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def load_template(name: str) -> str:
     return json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))["chat_template"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_tokenizer(name: str) -> Any:
     """A tokenizer with the fixture's chat template; derived for template-only fixtures."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
