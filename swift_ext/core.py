@@ -101,8 +101,8 @@ class Encoder:
         self.template = template_of(tokenizer, chat_template)
         self.family = resolve_family(self.template, family, strict=strict)
         self.renderer = ChatRenderer(self.template, tokenizer_template_kwargs(tokenizer))
-        self.tokens = SegmentTokenizer(tokenizer)
         self.stop_strings = tuple(stop_strings or self.family.stop_strings or default_stop_strings(tokenizer))
+        self.tokens = SegmentTokenizer(tokenizer, split_on=self.template + "".join(self.stop_strings))
         if not self.stop_strings:
             raise PolicyError(
                 "no stop strings: the template matches no family and the tokenizer has no eos token; "
@@ -124,9 +124,10 @@ class Encoder:
         stats: EncodeStats | None = None,
     ) -> list[Sample]:
         try:
-            return self._encode(
-                messages, tools, chat_template_kwargs, reasoning_policy, history_reasoning, train_turns, stats
-            )
+            with self.renderer.memo():
+                return self._encode(
+                    messages, tools, chat_template_kwargs, reasoning_policy, history_reasoning, train_turns, stats
+                )
         except ParityError as exc:
             raise exc.with_conversation(conversation_index) from None
 

@@ -42,7 +42,7 @@ class ParityError(ValueError):
         prefix = f"[{self.rule}] " + (", ".join(where) + ": " if where else "")
         return prefix + self.detail
 
-    def with_conversation(self, conversation_index: int | None) -> "ParityError":
+    def with_conversation(self, conversation_index: int | None) -> ParityError:
         """Return the same error re-labelled with the dataset row it came from."""
         if conversation_index is None or self.conversation_index is not None:
             return self

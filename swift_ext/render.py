@@ -14,7 +14,9 @@ single ``Template.render`` call. Tests compare every render against
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 import jinja2
 import jinja2.ext
 import jinja2.nodes
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateRenderError
@@ -49,9 +52,29 @@ def _raise_exception(message: str) -> None:
     raise jinja2.exceptions.TemplateError(message)
 
 
+_TOJSON_MEMO: ContextVar[dict | None] = ContextVar("swift_ext_tojson_memo", default=None)
+
+
 def _tojson(value: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
             sort_keys: bool = False) -> str:
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    """transformers' ``tojson``: no HTML escaping, optional indent/separators.
+
+    Inside ``ChatRenderer.memo()`` the text of each dict/list object is kept by
+    identity: the prefix renders of one conversation serialise the same tool
+    schemas and arguments again and again, and nothing can change them in
+    between (the immutable sandbox forbids it, and the memo ends with the
+    conversation).
+    """
+    memo = _TOJSON_MEMO.get()
+    if memo is None or not isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    key = (id(value), ensure_ascii, indent, tuple(separators) if separators else None, sort_keys)
+    hit = memo.get(key)
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    text = json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    memo[key] = (value, text)
+    return text
 
 
 def _strftime_now(fmt: str) -> str:
@@ -88,9 +111,56 @@ class _DictFactory:
         return dict.fromkeys(*args, **kwargs)
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+_DICT_READERS = frozenset({"get", "items", "keys", "values"})
+_STR_METHODS = frozenset(name for name in dir(str) if not name.startswith("_")) - {"format", "format_map"}
+
+
+class _ChatSandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with fast paths for what chat templates do most.
+
+    jinja resolves ``obj.name`` by trying the Python attribute, then checking it
+    (underscore, internal attribute, mutating method of a known mutable type),
+    or falling back to the item; on a plain dict that costs an
+    ``AttributeError`` per ``message.content``. These three cases get the
+    answer the sandbox itself would give, without the detour:
+
+    - a plain dict and a name that is not a dict attribute: the item (the
+      sandbox returns ``obj[name]`` unchecked after the attribute lookup fails);
+    - a plain dict and ``get``/``items``/``keys``/``values``: the bound method
+      (read-only, allowed by the immutable sandbox);
+    - a plain str and a public method other than ``format``/``format_map``
+      (which the sandbox wraps): the bound method (str is immutable and its
+      public methods are not internal attributes);
+    - a ``namespace()`` or ``loop`` object and a public name: the attribute
+      (neither is a known mutable type, so the sandbox allows every public name).
+
+    Everything else goes through the sandbox unchanged.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        kind = type(obj)
+        if kind is dict:
+            if attribute not in _DICT_ATTRIBUTES:
+                try:
+                    return obj[attribute]
+                except KeyError:
+                    return self.undefined(obj=obj, name=attribute)
+            if attribute in _DICT_READERS:
+                return getattr(obj, attribute)
+        elif kind is str and attribute in _STR_METHODS:
+            return getattr(obj, attribute)
+        elif (kind is _SafeNamespace or kind is LoopContext) and not attribute.startswith("_"):
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
 @lru_cache(maxsize=1)
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _ChatSandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
     )
     env.filters["tojson"] = _tojson
@@ -140,6 +210,15 @@ class ChatRenderer:
         self.template_text = template
         self._compiled = compile_template(template)
         self._base_kwargs = dict(base_kwargs or {})
+
+    @contextmanager
+    def memo(self) -> Iterator[None]:
+        """Share ``tojson`` results across the renders of one conversation."""
+        token = _TOJSON_MEMO.set({})
+        try:
+            yield
+        finally:
+            _TOJSON_MEMO.reset(token)
 
     def render(
         self,

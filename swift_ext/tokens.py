@@ -32,13 +32,16 @@ _PROBES = (
 class SegmentTokenizer:
     """Fast, exact text -> ids for one Hugging Face tokenizer."""
 
-    def __init__(self, tokenizer: Any, cache_size: int = 200_000) -> None:
+    def __init__(self, tokenizer: Any, split_on: str | None = None, cache_size: int = 200_000) -> None:
+        """``split_on``: when given (a chat template's text), split only at the added
+        tokens that occur in it. Pieces are still tokenized by the tokenizer itself,
+        so fewer split points only mean coarser memoisation, and a smaller regex."""
         self.tokenizer = tokenizer
         backend = getattr(tokenizer, "backend_tokenizer", None)
         self._backend = backend if backend is not None and hasattr(backend, "encode_batch") else None
         self._cache: dict[str, list[int]] = {}
         self._cache_size = cache_size
-        self._split_tokens = self._splittable_added_tokens()
+        self._split_tokens = [t for t in self._splittable_added_tokens() if split_on is None or t in split_on]
         self._splitter = (
             re.compile("(" + "|".join(re.escape(t) for t in sorted(self._split_tokens, key=len, reverse=True)) + ")")
             if self._split_tokens

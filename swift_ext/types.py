@@ -99,6 +99,6 @@ class EncodeStats:
         """Tokens emitted over tokens of one render of each whole conversation."""
         return self.emitted_tokens / self.full_render_tokens if self.full_render_tokens else 0.0
 
-    def merge(self, other: "EncodeStats") -> None:
+    def merge(self, other: EncodeStats) -> None:
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
