@@ -28,6 +28,10 @@ from dataclasses import dataclass
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import swift_ext  # noqa: E402
 from swift_ext import core  # noqa: E402
 from swift_ext.fixtures import load_tokenizer  # noqa: E402
@@ -98,11 +102,9 @@ def swift_ext_method(tok, kwargs, family) -> Callable[[list[dict]], int]:
 
 
 def ms_swift_methods(name: str, tok) -> list[Method]:
-    """ms-swift's own template, both backends, when ms-swift is installed (see swift_ext.ms_swift.bench)."""
-    try:
-        from swift_ext.ms_swift.bench import swift_backend_encoders
-    except ImportError:
-        return []
+    """ms-swift's own template, both backends, when ms-swift is installed (see ms_swift_backends.py)."""
+    from ms_swift_backends import swift_backend_encoders
+
     return [Method(f"ms-swift {backend}", fn) for backend, fn in swift_backend_encoders(name, tok, TOOLS).items()]
 
 

@@ -44,11 +44,14 @@ def conversations(family: swift_ext.Family, name: str) -> dict[str, list[dict]]:
         ],
     }
     if name not in NO_REASONING:
+        # The oracle gets reasoning under the field the template reads (gpt-oss: `thinking`); transformers
+        # >= 5.2x aliases the names itself, older versions do not. swift_ext accepts every alias.
+        field = family.reasoning_field or "reasoning_content"
         convs["reasoning"] = [
             {"role": "user", "content": "2+2?"},
-            {"role": "assistant", "content": "4", "reasoning_content": "Two plus two is four."},
+            {"role": "assistant", "content": "4", field: "Two plus two is four."},
             {"role": "user", "content": "Times three?"},
-            {"role": "assistant", "content": "12", "reasoning_content": "Four times three is twelve."},
+            {"role": "assistant", "content": "12", field: "Four times three is twelve."},
         ]
     if name not in NO_TOOL_ROLE:
         # Kimi-K2 renders the call id ("functions.<name>:<n>" by its convention) instead of the name.

@@ -1,0 +1,129 @@
+"""Turn ms-swift's message form back into the Hugging Face / OpenAI form the core takes.
+
+ms-swift's dataset loader and ``StdTemplateInputs.from_dict`` rewrite a conversation: the system message moves
+to ``inputs.system``, an assistant turn with OpenAI ``tool_calls`` becomes an assistant message (its text) plus
+one ``tool_call`` message per call (JSON ``{"name", "arguments"}``), ``tool_response`` becomes ``tool``, and
+every key but role/content/loss/loss_scale is dropped. This module undoes that. When the row still carries the
+original conversation (the ``swift_ext_messages`` column the data hook adds), that is used instead, so
+``reasoning_content``, tool-call ids and argument text arrive exactly as written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InputError
+
+SIDE_CHANNEL = "swift_ext_messages"
+"""Column holding the row's original messages as JSON text (see ``swift_ext.ms_swift.data``)."""
+
+
+@dataclass
+class Converted:
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    loss_scales: dict[int, float] = field(default_factory=dict)
+    """HF message index -> the row's per-message ``loss_scale`` (assistant turns only)."""
+    from_side_channel: bool = False
+
+
+def _text(content: Any) -> Any:
+    return content
+
+
+def _tool_call_from_swift(content: Any) -> dict[str, Any]:
+    obj = content
+    if isinstance(content, str):
+        try:
+            obj = json.loads(content)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"a tool_call message is not JSON: {content[:80]!r}", rule="input-tool-call") from exc
+    if not isinstance(obj, dict) or "name" not in obj:
+        raise InputError(f"a tool_call message has no name: {content!r}", rule="input-tool-call")
+    arguments = obj.get("arguments", obj.get("parameters", {}))
+    return {"type": "function", "function": {"name": obj["name"], "arguments": {} if arguments is None else arguments}}
+
+
+def from_swift_messages(messages: list[dict[str, Any]], system: str | None) -> Converted:
+    """ms-swift messages (+ system) -> HF messages, re-joining split assistant turns with their tool calls."""
+    out: list[dict[str, Any]] = []
+    loss_scales: dict[int, float] = {}
+    if system is not None:
+        out.append({"role": "system", "content": system})
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        content = message.get("content")
+        if role == "tool_call":
+            call = _tool_call_from_swift(content)
+            last = out[-1] if out else None
+            # The assistant text ms-swift split off this turn, or an earlier call of the same turn.
+            if last is not None and last["role"] == "assistant" and (
+                    last.get("tool_calls") or index > 0 and messages[index - 1].get("role") == "assistant"):
+                last.setdefault("tool_calls", []).append(call)
+                continue
+            new = {"role": "assistant", "content": None, "tool_calls": [call]}
+            for key in ("loss",):
+                if message.get(key) is not None:
+                    new[key] = message[key]
+            if message.get("loss_scale") is not None:
+                loss_scales[len(out)] = float(message["loss_scale"])
+            out.append(new)
+            continue
+        if role == "tool_response":
+            role = "tool"
+        if role not in ("system", "user", "assistant", "tool"):
+            raise InputError(f"unknown role {role!r} in an ms-swift row", rule="input-unknown-role",
+                             message_index=index)
+        new = {"role": role, "content": content}
+        # Keys ms-swift kept (a direct Template.encode call keeps reasoning_content on plain turns).
+        for key, value in message.items():
+            if key not in ("role", "content", "loss", "loss_scale") and value is not None:
+                new[key] = value
+        if role == "assistant":
+            if message.get("loss") is not None:
+                new["loss"] = bool(message["loss"])
+            if message.get("loss_scale") is not None:
+                loss_scales[len(out)] = float(message["loss_scale"])
+        out.append(new)
+    return Converted(out, None, loss_scales)
+
+
+def from_side_channel(raw: str | list, system: str | None) -> Converted:
+    """The row's original HF messages, as the data hook stored them."""
+    messages = json.loads(raw) if isinstance(raw, str) else raw
+    if not isinstance(messages, list):
+        raise InputError(f"{SIDE_CHANNEL} is not a list of messages", rule="input-not-a-list")
+    messages = [dict(m) for m in messages]
+    loss_scales = {}
+    for i, m in enumerate(messages):
+        if m.get("role") == "tool_response":
+            m["role"] = "tool"
+        if m.get("role") == "assistant" and m.get("loss_scale") is not None:
+            loss_scales[i] = float(m.pop("loss_scale"))
+        else:
+            m.pop("loss_scale", None)
+    if system is not None and not (messages and messages[0].get("role") == "system"):
+        messages.insert(0, {"role": "system", "content": system})
+    return Converted(messages, None, loss_scales, from_side_channel=True)
+
+
+def check_same_conversation(side: Converted, swift: Converted) -> None:
+    """Guard against a side channel that does not belong to this row: user texts must agree."""
+    a = [m.get("content") for m in side.messages if m.get("role") == "user"]
+    b = [m.get("content") for m in swift.messages if m.get("role") == "user"]
+    if a != b:
+        raise InputError(
+            f"the row's {SIDE_CHANNEL} column does not match its messages (user turns differ); "
+            "was the dataset transformed after loading?",
+            rule="input-side-channel",
+        )
+
+
+def apply_last_round(messages: list[dict[str, Any]]) -> None:
+    """ms-swift ``--loss_scale last_round``: train only the assistant turns after the last user message."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    for i, m in enumerate(messages):
+        if m.get("role") == "assistant" and i < last_user:
+            m["loss"] = False
