@@ -363,7 +363,8 @@ class Encoder:
         for call in message.tool_calls:
             if call.name not in completion:
                 raise TemplateRenderError(
-                    f"the template does not render the turn's tool call {call.name!r}",
+                    f"the template does not render the turn's tool call {call.name!r} (some templates render "
+                    "the call's id instead of its name: Kimi-K2 expects ids like 'functions.NAME:0')",
                     rule="template-drops-tool-calls",
                     message_index=i,
                 )
@@ -379,7 +380,7 @@ class Encoder:
                 raise VerificationError("the generation prompt is empty: every token would be trained",
                                         rule="I5-all-label", message_index=turn.message_index)
             if not completion_ids:
-                raise VerificationError("the turn's completion is empty", rule="I5-zero-label",
+                raise VerificationError("the turn's completion is empty", rule="I5-empty-completion",
                                         message_index=turn.message_index)
             if current is not None and _extends(prompt_ids, current.input_ids):
                 extra = prompt_ids[len(current.input_ids):]

@@ -132,15 +132,21 @@ def load_tokenizer(name: str) -> Any:
     folder = resolve_name(name)
     if folder in DERIVED:
         base, special = DERIVED[folder]
-        tokenizer = AutoTokenizer.from_pretrained(str(fixture_dir(base)))
-        template = load_template(folder)
-        controls = sorted(set(_CONTROL.findall(template)) | set(special.values()))
-        tokenizer.add_special_tokens({"additional_special_tokens": controls}, replace_extra_special_tokens=False)
-        for key, value in special.items():
-            setattr(tokenizer, key, value)
-        tokenizer.chat_template = template
-        return tokenizer
+        return derive_tokenizer(AutoTokenizer.from_pretrained(str(fixture_dir(base))), load_template(folder), special)
     tokenizer = AutoTokenizer.from_pretrained(str(fixture_dir(folder)))
     if not tokenizer.chat_template:
         tokenizer.chat_template = load_template(folder)
     return tokenizer
+
+
+def derive_tokenizer(base: Any, template: str, special: dict[str, str] | None = None) -> Any:
+    """``base`` (modified in place) made able to encode ``template``'s conversations: the template's control
+    strings (``<|...|>``, ``<...|>``, ``[INST]``, ``<seed:...>``) become special tokens and ``special`` sets
+    bos/eos. Token ids are not the real model's; rendered text and string-level properties are."""
+    special = special or {}
+    controls = sorted(set(_CONTROL.findall(template)) | set(special.values()))
+    base.add_special_tokens({"additional_special_tokens": controls}, replace_extra_special_tokens=False)
+    for key, value in special.items():
+        setattr(base, key, value)
+    base.chat_template = template
+    return base

@@ -1,0 +1,151 @@
+"""What ``inspect`` shows: one row as the model will be trained, beside what inference feeds it.
+
+The view is plain data, built once and drawn by the terminal and HTML
+renderers. The inference prompt of each trained turn is rendered here with
+transformers' ``apply_chat_template`` and tokenized whole, as a server does,
+not taken from the sample, so the side-by-side is evidence rather than a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core import get_encoder
+from ..messages import parse_messages
+from ..types import IGNORE_INDEX, EncodeStats, Sample, TurnSpan
+from ..verify import verify
+from .options import EncodeOptions
+from .rows import Row
+from .source import ModelSource
+
+
+@dataclass
+class TokenView:
+    position: int
+    id: int
+    text: str
+    turn: int | None = None
+    """Message index of the turn this token is a label of; None when not trained."""
+
+    @property
+    def trained(self) -> bool:
+        return self.turn is not None
+
+
+@dataclass
+class SampleView:
+    index: int
+    tokens: list[TokenView]
+    turns: list[TurnSpan]
+
+    @property
+    def num_labels(self) -> int:
+        return sum(t.trained for t in self.tokens)
+
+
+@dataclass
+class PromptView:
+    """The inference side of one trained turn."""
+
+    message_index: int
+    sample_index: int
+    prompt: list[TokenView]
+    completion: list[TokenView]
+    matches_sample: bool
+    rendered_by: str = "transformers apply_chat_template"
+
+
+@dataclass
+class InspectView:
+    label: str
+    family: str
+    parity_template: str
+    row: int
+    line: int | None
+    messages: list[dict[str, Any]]
+    samples: list[SampleView]
+    prompts: list[PromptView]
+    chosen_turn: int
+    stats: EncodeStats
+    options: dict[str, Any] = field(default_factory=dict)
+    derived_tokenizer: bool = False
+
+    def prompt_for(self, message_index: int) -> PromptView:
+        return next(p for p in self.prompts if p.message_index == message_index)
+
+    def training_side(self, prompt: PromptView) -> list[TokenView]:
+        """The turn's sample up to its last label, with only this turn's labels marked."""
+        sample = self.samples[prompt.sample_index]
+        span = next(s for s in sample.turns if s.message_index == prompt.message_index)
+        return [t if t.turn in (None, span.message_index) else TokenView(t.position, t.id, t.text)
+                for t in sample.tokens[: span.label_end]]
+
+    @staticmethod
+    def inference_side(prompt: PromptView) -> list[TokenView]:
+        """The generation prompt, then the generated tokens marked as the turn's."""
+        start = len(prompt.prompt)
+        return prompt.prompt + [TokenView(start + t.position, t.id, t.text, prompt.message_index)
+                                for t in prompt.completion]
+
+
+def token_views(decode: Any, ids: list[int], labels: list[int] | None = None,
+                turns: list[TurnSpan] = ()) -> list[TokenView]:
+    """One view per token; a labelled token records the turn it belongs to."""
+    owner = {k: span.message_index for span in turns for k in range(span.label_start, span.label_end)}
+    views = []
+    for k, token_id in enumerate(ids):
+        trained = labels is not None and labels[k] != IGNORE_INDEX
+        views.append(TokenView(k, token_id, decode([token_id]), owner.get(k, -1) if trained else None))
+    return views
+
+
+def build_view(source: ModelSource, row: Row, options: EncodeOptions, turn: int | None = None) -> InspectView:
+    """Encode and verify ``row``, and pair each trained turn with its independently built inference prompt."""
+    encoder = get_encoder(source.tokenizer, family=options.family, **source.encoder_kwargs())
+    stats = EncodeStats()
+    samples = encoder.encode(row.messages, row.tools, options.chat_template_kwargs, conversation_index=row.index,
+                             stats=stats, **options.encode_kwargs())
+    verify(source.tokenizer, row.messages, samples, row.tools, options.chat_template_kwargs, family=options.family,
+           history_reasoning=options.history_reasoning, conversation_index=row.index, **source.encoder_kwargs())
+    decode = encoder.tokens.decode
+    views = [SampleView(n, token_views(decode, s.input_ids, s.labels, s.turns), s.turns) for n, s in enumerate(samples)]
+    prompts = [_prompt_view(encoder, source, row, options, n, sample, span)
+               for n, sample in enumerate(samples) for span in sample.turns]
+    chosen = turn if turn is not None else prompts[-1].message_index
+    if chosen not in {p.message_index for p in prompts}:
+        trained = ", ".join(str(p.message_index) for p in prompts)
+        raise ValueError(f"message {chosen} is not a trained turn of row {row.index} (trained: {trained})")
+    return InspectView(source.label, encoder.family.name, encoder.family.parity_template, row.index, row.line,
+                       row.messages, views, prompts, chosen, stats, options.to_dict(), source.derived)
+
+
+def _prompt_view(encoder: Any, source: ModelSource, row: Row, options: EncodeOptions, number: int,
+                 sample: Sample, span: TurnSpan) -> PromptView:
+    text, rendered_by = _inference_prompt(encoder, source, row, options, span.message_index)
+    prompt_ids = encoder.tokens.encode_whole(text)
+    completion_ids = encoder.tokens.encode_whole(span.completion_text)
+    decode = encoder.tokens.decode
+    return PromptView(
+        span.message_index, number, token_views(decode, prompt_ids), token_views(decode, completion_ids),
+        matches_sample=sample.input_ids[: span.label_start] == prompt_ids
+        and sample.input_ids[span.label_start:span.label_end] == completion_ids,
+        rendered_by=rendered_by,
+    )
+
+
+def _inference_prompt(encoder: Any, source: ModelSource, row: Row, options: EncodeOptions,
+                      upto: int) -> tuple[str, str]:
+    """The generation prompt as a server renders it: transformers' ``apply_chat_template``.
+
+    Falls back to swift_ext's renderer (tested against it) only when transformers
+    cannot render the template itself.
+    """
+    kwargs = encoder.template_kwargs(options.chat_template_kwargs, options.history_reasoning)
+    dicts = [encoder.template_message(m) for m in parse_messages(row.messages)]
+    try:
+        text = source.tokenizer.apply_chat_template(dicts[:upto], tools=row.tools, add_generation_prompt=True,
+                                                    tokenize=False, chat_template=source.chat_template, **kwargs)
+        return text, "transformers apply_chat_template"
+    except Exception:  # transformers' own jinja setup rejected the template; the core's renderer did not
+        return encoder.render(dicts, row.tools, kwargs, add_generation_prompt=True, upto=upto), "swift_ext renderer"

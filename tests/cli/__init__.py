@@ -1,0 +1,1 @@
+"""Tests of the doctor, inspect and audit commands."""

@@ -1,0 +1,156 @@
+"""``swift-ext inspect``: terminal output and the HTML page, the latter checked in headless Chromium.
+
+The browser test loads the page ``inspect --html`` writes, plus a small script that reads, from the rendered DOM,
+every token's id and whether the browser actually paints it highlighted (computed background colour). Those must
+equal ``input_ids`` and the labelled positions of ``swift_ext.encode`` run here. A screenshot is kept in
+``artifacts/``. Chromium is required: without it the test fails and says how to install it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import swift_ext
+from swift_ext.diagnostics.inspection import build_view
+from swift_ext.diagnostics.options import EncodeOptions
+from swift_ext.diagnostics.rows import read_row
+from swift_ext.diagnostics.source import load_source
+
+from .cli_helpers import ARTIFACTS, example_conversation, load_tokenizer, write_jsonl
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+INSTALL_HINT = "install it with: apt-get update && apt-get install -y chromium   (Debian/Ubuntu, as root)"
+
+CHECK_SCRIPT = """
+<script>
+(() => {
+  const painted = el => { const bg = getComputedStyle(el).backgroundColor;
+                          return bg !== 'rgba(0, 0, 0, 0)' && bg !== 'transparent'; };
+  const read = div => { const toks = [...div.querySelectorAll('.tok')];
+    return { ids: toks.map(t => Number(t.querySelector('sub').textContent)),
+             highlighted: toks.map((t, k) => painted(t) ? k : -1).filter(k => k >= 0),
+             visible: div.getBoundingClientRect().height > 0 }; };
+  const samples = [...document.querySelectorAll('.tokens[data-sample]')].map(read);
+  const pick = document.getElementById('turn'), pairs = {};
+  for (const option of pick.options) {
+    pick.value = option.value; pick.dispatchEvent(new Event('change'));
+    const shown = [...document.querySelectorAll('.pairbox')].filter(b => !b.hidden);
+    pairs[option.value] = { shown: shown.map(b => b.dataset.turn),
+      training: read(shown[0].querySelector('[data-role=training]')),
+      inference: read(shown[0].querySelector('[data-role=inference]')) };
+  }
+  const pre = document.createElement('pre'); pre.id = 'swift-ext-check';
+  pre.textContent = JSON.stringify({ samples, pairs }); document.body.appendChild(pre);
+})();
+</script>
+"""
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail(f"headless Chromium is needed to check the inspect HTML page but was not found; {INSTALL_HINT}",
+                    pytrace=False)
+    return path
+
+
+def run_chromium(page: Path, profile: Path, *extra: str) -> str:
+    command = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def browser_check(page: Path, tmp_path: Path) -> dict[str, Any]:
+    """Open the page with the check script appended; return what the script read from the rendered DOM."""
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.read_text(encoding="utf-8").replace("</body>", CHECK_SCRIPT + "</body>"), encoding="utf-8")
+    dom = run_chromium(checked, tmp_path / "profile-check", "--dump-dom")
+    found = re.search(r'<pre id="swift-ext-check">(.*?)</pre>', dom, re.S)
+    assert found, f"the check script did not run: {dom[-500:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def labelled(sample: swift_ext.Sample) -> list[int]:
+    return [k for k, label in enumerate(sample.labels) if label != swift_ext.IGNORE_INDEX]
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    conversation = example_conversation()
+    rows = [
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]},
+        {"messages": conversation["messages"], "tools": conversation["tools"]},
+        "{not json",
+    ]
+    return write_jsonl(tmp_path / "data.jsonl", rows)
+
+
+# ------------------------------------------------------------------ terminal
+def test_inspect_terminal_matches_core(cli, dataset: Path) -> None:
+    result = cli("inspect", "qwen3", dataset, "--row", "1")
+    assert result.code == 0, result
+    conversation = example_conversation()
+    samples = swift_ext.encode(load_tokenizer("qwen3"), conversation["messages"], conversation["tools"])
+    for n, sample in enumerate(samples):
+        assert f"sample {n}: {len(sample)} tokens, {sample.num_labels} trained" in result.out
+    assert "✓ identical" in result.out
+
+
+def test_inspect_view_is_the_core_samples(dataset: Path) -> None:
+    conversation = example_conversation()
+    tokenizer = load_tokenizer("qwen3")
+    samples = swift_ext.encode(tokenizer, conversation["messages"], conversation["tools"])
+    view = build_view(load_source("qwen3"), read_row(dataset, 1), EncodeOptions())
+    assert [[t.id for t in s.tokens] for s in view.samples] == [s.input_ids for s in samples]
+    assert [[t.position for t in s.tokens if t.trained] for s in view.samples] == [labelled(s) for s in samples]
+    assert all(p.matches_sample for p in view.prompts)
+    assert view.chosen_turn == samples[-1].turns[-1].message_index
+
+
+def test_inspect_errors(cli, dataset: Path) -> None:
+    bad = cli("inspect", "qwen3", dataset, "--row", "2")
+    assert bad.code == 1 and "line 3" in bad.err and "input-bad-json" in bad.err
+    assert cli("inspect", "qwen3", dataset, "--row", "9").code == 2
+    not_trained = cli("inspect", "qwen3", dataset, "--row", "1", "--turn", "1")
+    assert not_trained.code == 2 and "not a trained turn" in not_trained.err
+    refused = cli("inspect", "llama3", dataset, "--row", "1")  # Llama renders no reasoning
+    assert refused.code == 1 and "reasoning-dropped" in refused.err
+
+
+# ------------------------------------------------------------------ browser
+@pytest.mark.parametrize("name, kwargs", [("qwen3", {}), ("gemma4", {"enable_thinking": True})])
+def test_inspect_html_in_chromium(cli, dataset: Path, tmp_path: Path, name: str, kwargs: dict) -> None:
+    page = tmp_path / "inspect.html"
+    result = cli("inspect", name, dataset, "--row", "1", "--html", page, "--chat-template-kwargs", json.dumps(kwargs))
+    assert result.code == 0, result
+    text = page.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text) and "@import" not in text  # self-contained
+    conversation = example_conversation()
+    samples = swift_ext.encode(load_tokenizer(name), conversation["messages"], conversation["tools"], kwargs)
+    seen = browser_check(page, tmp_path)
+    assert [s["ids"] for s in seen["samples"]] == [s.input_ids for s in samples]
+    assert [s["highlighted"] for s in seen["samples"]] == [labelled(s) for s in samples]
+    assert all(s["visible"] for s in seen["samples"])
+    spans = {span.message_index: (sample, span) for sample in samples for span in sample.turns}
+    assert sorted(seen["pairs"], key=int) == [str(i) for i in sorted(spans)]
+    for turn, pair in seen["pairs"].items():
+        sample, span = spans[int(turn)]
+        assert pair["shown"] == [turn]
+        assert pair["training"]["ids"] == pair["inference"]["ids"] == sample.input_ids[: span.label_end]
+        expected = list(range(span.label_start, span.label_end))
+        assert pair["training"]["highlighted"] == pair["inference"]["highlighted"] == expected
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"inspect-{name}.png"
+    run_chromium(page, tmp_path / "profile-shot", "--window-size=1280,1600", "--hide-scrollbars",
+                 f"--screenshot={shot}")
+    assert shot.stat().st_size > 10_000
