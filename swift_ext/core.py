@@ -22,6 +22,7 @@ Nothing here imports a training framework.
 from __future__ import annotations
 
 import json
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ class Encoder:
         self.renderer = ChatRenderer(self.template, tokenizer_template_kwargs(tokenizer))
         self.stop_strings = tuple(stop_strings or self.family.stop_strings or default_stop_strings(tokenizer))
         self.tokens = SegmentTokenizer(tokenizer, split_on=self.template + "".join(self.stop_strings))
+        _warn_if_lossy(self.tokens)
         if not self.stop_strings:
             raise PolicyError(
                 "no stop strings: the template matches no family and the tokenizer has no eos token; "
@@ -419,6 +421,23 @@ class Encoder:
 
 
 # ---------------------------------------------------------------------- helpers
+_ROUND_TRIP = "Hello world\n  indented code"
+
+
+def _warn_if_lossy(tokens: SegmentTokenizer) -> None:
+    """A tokenizer that loses spaces or newlines corrupts every sample, exactly or not: say so once.
+
+    (transformers < 5.20 loads DeepSeek's byte-level tokenizers as Metaspace ones that drop them.)"""
+    decoded = tokens.decode(tokens.encode_whole(_ROUND_TRIP))
+    if decoded != _ROUND_TRIP:
+        warnings.warn(
+            f"the tokenizer does not round-trip text ({_ROUND_TRIP!r} decodes as {decoded!r}): it was probably "
+            "loaded with the wrong class for its tokenizer.json (transformers < 5.20 does this to DeepSeek "
+            "tokenizers). Samples are exact for this tokenizer, but it is not the model's.",
+            stacklevel=3,
+        )
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise PolicyError(f"{name} must be one of {choices}, got {value!r}", rule=f"policy-{name}")

@@ -133,10 +133,34 @@ def load_tokenizer(name: str) -> Any:
     if folder in DERIVED:
         base, special = DERIVED[folder]
         return derive_tokenizer(AutoTokenizer.from_pretrained(str(fixture_dir(base))), load_template(folder), special)
-    tokenizer = AutoTokenizer.from_pretrained(str(fixture_dir(folder)))
+    tokenizer = _faithful(AutoTokenizer.from_pretrained(str(fixture_dir(folder))), fixture_dir(folder))
     if not tokenizer.chat_template:
         tokenizer.chat_template = load_template(folder)
     return tokenizer
+
+
+_PROBE = "Hello world\n  code, 你好"
+
+
+def _faithful(tokenizer: Any, folder: Path) -> Any:
+    """The tokenizer as its ``tokenizer.json`` defines it.
+
+    transformers < 5.20 loads the DeepSeek fixtures (``tokenizer_class: LlamaTokenizerFast`` over a byte-level
+    ``tokenizer.json``) as a Metaspace Llama tokenizer that drops spaces and newlines; ms-swift 4.6 pins such a
+    version. A tokenizer whose ids differ from its own file's is rebuilt from the file.
+    """
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    if tokenizer(_PROBE, add_special_tokens=False)["input_ids"] == raw.encode(_PROBE, add_special_tokens=False).ids:
+        return tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    names = ("bos_token", "eos_token", "unk_token", "pad_token")
+    special = {name: str(getattr(tokenizer, name)) for name in names if getattr(tokenizer, name, None)}
+    rebuilt = PreTrainedTokenizerFast(tokenizer_object=raw, **special)
+    rebuilt.chat_template = tokenizer.chat_template
+    return rebuilt
 
 
 def derive_tokenizer(base: Any, template: str, special: dict[str, str] | None = None) -> Any:

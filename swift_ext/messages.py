@@ -28,12 +28,13 @@ def parse_messages(raw: Sequence[Mapping[str, Any]]) -> list[Message]:
         raise InputError("messages must be a list of dicts", rule="input-not-a-list")
     if not raw:
         raise InputError("the conversation is empty", rule="input-empty")
-    messages = [_parse_one(i, m) for i, m in enumerate(raw)]
+    messages = [parse_message(i, m) for i, m in enumerate(raw)]
     _check_order(messages)
     return messages
 
 
-def _parse_one(index: int, raw: Any) -> Message:
+def parse_message(index: int, raw: Any) -> Message:
+    """Validate and normalise one message (no conversation-level rules); ``index`` is named in errors."""
     if not isinstance(raw, Mapping):
         raise InputError(f"expected a dict, got {type(raw).__name__}", rule="input-not-a-dict", message_index=index)
     if "role" not in raw:

@@ -140,3 +140,17 @@ def test_unknown_policy_values():
             swift_ext.encode(tok, [USER, ANSWER], **kwargs)
     with pytest.raises(swift_ext.UnknownFamilyError):
         swift_ext.encode(tok, [USER, ANSWER], family="qwen9")
+
+
+def test_lossy_tokenizer_is_reported():
+    """A tokenizer that drops whitespace (transformers < 5.20 loads DeepSeek's that way) must not go unnoticed."""
+    from tokenizers import normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    base = tokenizer("qwen3")
+    raw = base.backend_tokenizer.__class__.from_str(base.backend_tokenizer.to_str())
+    raw.normalizer = normalizers.Replace(" ", "")
+    lossy = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>")
+    lossy.chat_template = base.chat_template
+    with pytest.warns(UserWarning, match="does not round-trip"):
+        swift_ext.encode(lossy, [USER, ANSWER])

@@ -33,7 +33,7 @@ from .. import encode as core_encode
 from ..core import get_encoder
 from ..errors import ParityError, PolicyError
 from ..families import detect_family, load_family
-from ..messages import _parse_one
+from ..messages import parse_message
 from ..types import IGNORE_INDEX, EncodeStats, Sample
 from .convert import SIDE_CHANNEL, apply_last_round, check_same_conversation, from_side_channel, from_swift_messages
 
@@ -369,7 +369,7 @@ class ParityTemplateMixin:
                     if _token_ids(m.get("content")) is not None else m for m in messages]
         encoder = self.parity_encoder
         kwargs = encoder.template_kwargs(kwargs, history)
-        parsed = [_parse_one(i, m) for i, m in enumerate(messages)]  # no 'needs an assistant turn' rule
+        parsed = [parse_message(i, m) for i, m in enumerate(messages)]  # no 'needs an assistant turn' rule
         dicts = [encoder.template_message(m) for m in parsed]
         add_generation_prompt = not dicts or dicts[-1]["role"] != "assistant"
         text = encoder.render(dicts, tools, kwargs, add_generation_prompt=add_generation_prompt, upto=len(dicts))

@@ -1,0 +1,184 @@
+"""Synthetic rollouts on the real fixture tokenizers, shared by the tests in this folder.
+
+A rollout is built the way an engine produces one: for each assistant turn, the text the model generates (the
+chat template's own rendering of the turn after its generation prompt, reasoning and tool calls included, up to
+and including the stop token) is tokenized by the Hugging Face tokenizer itself, and each id gets a logprob.
+Fixtures come from ``$SWIFT_EXT_FIXTURES`` or ``../shared/fixtures``; a missing fixture fails the test.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import swift_ext  # noqa: E402
+from swift_ext.fixtures import FixtureUnavailable, fixture_dir, load_tokenizer  # noqa: E402
+
+FAMILIES = ("qwen3", "qwen3_6", "gpt_oss", "glm4_7", "deepseek_r1")
+SWITCH_FAMILIES = ("qwen3_6", "glm4_7")
+"""Families whose template has a keep-history switch (preserve_thinking / clear_thinking)."""
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+AGENT = [
+    {"role": "system", "content": "You are a concise assistant."},
+    {"role": "user", "content": "What's the weather in Paris right now?"},
+    {
+        "role": "assistant",
+        "reasoning_content": "The user wants current weather for Paris, so I should call get_weather.",
+        "content": "",
+        "tool_calls": [{"type": "function", "function": {"name": "get_weather",
+                                                          "arguments": {"city": "Paris", "unit": "celsius"}}}],
+    },
+    {"role": "tool", "content": '{"temp": 22, "sky": "sunny"}'},
+    {
+        "role": "assistant",
+        "reasoning_content": "The tool says 22 degrees and sunny. I will answer briefly.",
+        "content": "It is 22 °C and sunny in Paris.",
+    },
+    {"role": "user", "content": "Thanks! And what is five plus five?"},
+    {
+        "role": "assistant",
+        "reasoning_content": "Five plus five equals ten.",
+        "content": "Five plus five is ten.",
+    },
+]
+"""A tool call, its result, an answer, then a new user query: the Qwen3 family strips the first two turns'
+reasoning from the third turn's prompt; gpt-oss drops past analysis; DeepSeek-R1 never renders reasoning."""
+
+
+_PROBE = "Thanks! And 22 °C\n  x = {\"a\": 1}"
+_FAITHFUL: dict[str, Any] = {}
+
+
+def tokenizer(name: str) -> Any:
+    """The fixture tokenizer for a family short name; fails (never skips) when the fixture is missing.
+
+    transformers < 5.20 (ms-swift 4.6 pins it) loads DeepSeek-R1-0528-Qwen3's byte-level tokenizer.json as a
+    Metaspace ``LlamaTokenizer`` that drops spaces and newlines, so no text survives a round trip. The tests here
+    are about token bookkeeping, not that bug: such a tokenizer is rebuilt from the same tokenizer.json."""
+    try:
+        folder = fixture_dir(name, fetch=False)
+    except FixtureUnavailable as exc:
+        pytest.fail(f"tokenizer fixture missing: {exc}", pytrace=False)
+    tok = load_tokenizer(name)
+    if _round_trips(tok):
+        return tok
+    if name not in _FAITHFUL:
+        from transformers import PreTrainedTokenizerFast
+
+        special = {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}
+        rebuilt = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **special)
+        rebuilt.chat_template = tok.chat_template
+        assert _round_trips(rebuilt), f"{name}: the fixture's tokenizer.json does not round-trip text"
+        _FAITHFUL[name] = rebuilt
+    return _FAITHFUL[name]
+
+
+def _round_trips(tok: Any) -> bool:
+    ids = tok(_PROBE, add_special_tokens=False)["input_ids"]
+    return tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False) == _PROBE
+
+
+def hf_ids(tok: Any, text: str) -> list[int]:
+    return list(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def generations(tok: Any, messages: list[dict], tools=None, kwargs=None) -> dict[int, str]:
+    """message index -> the text the model generates for that assistant turn (ends with its stop token)."""
+    samples = swift_ext.encode(tok, messages, tools, kwargs, reasoning_policy="drop")
+    return {t.message_index: t.completion_text for s in samples for t in s.turns}
+
+
+def fake_logprobs(n: int, seed: int) -> list[float]:
+    return [-((seed * 31 + k * 17) % 97) / 50.0 for k in range(n)]
+
+
+def make_record(name: str, messages: list[dict] | None = None, *, tools=TOOLS, kwargs: dict | None = None,
+                generated: dict[int, str] | None = None) -> dict:
+    """A rollout record whose every assistant turn was sampled (ids = HF tokenization of its generation)."""
+    tok = tokenizer(name)
+    messages = copy.deepcopy(messages or AGENT)
+    texts = generated or generations(tok, messages, tools, kwargs)
+    for index, text in texts.items():
+        ids = hf_ids(tok, text)
+        messages[index]["token_ids"] = ids
+        messages[index]["logprobs"] = fake_logprobs(len(ids), index)
+    record = {"messages": messages, "tools": tools}
+    if kwargs:
+        record["chat_template_kwargs"] = dict(kwargs)
+    return record
+
+
+def generated_indices(record: dict) -> list[int]:
+    return [i for i, m in enumerate(record["messages"]) if "token_ids" in m]
+
+
+def text_messages(record: dict) -> list[dict]:
+    keys = ("token_ids", "logprobs", "prompt_token_ids", "prompt_tokens", "finish_reason")
+    return [copy.deepcopy({k: v for k, v in m.items() if k not in keys}) for m in record["messages"]]
+
+
+def engine_messages(tok: Any, record: dict) -> list[dict]:
+    """The messages as an engine hands them to the template: tool-call arguments in the form the template
+    iterates (vLLM parses the OpenAI JSON text into a dict; DeepSeek's template concatenates the text)."""
+    family = swift_ext.get_encoder(tok).family
+    form = family.tool_arguments
+    out = text_messages(record)
+    for message in out:
+        if family.reasoning_field and message.get("reasoning_content") is not None:
+            message.setdefault(family.reasoning_field, message["reasoning_content"])  # gpt-oss reads "thinking"
+        for call in message.get("tool_calls") or ():
+            arguments = call["function"]["arguments"]
+            if form == "json" and not isinstance(arguments, str):
+                call["function"] = {**call["function"], "arguments": json.dumps(arguments, ensure_ascii=False)}
+    return out
+
+
+def hf_prompt(tok: Any, record: dict, upto: int, kwargs: dict | None = None, chat_template: str | None = None):
+    """The engine prompt an OpenAI-compatible server builds: transformers' own apply_chat_template."""
+    kw = dict(record.get("chat_template_kwargs") or {})
+    kw.update(kwargs or {})
+    text = tok.apply_chat_template(engine_messages(tok, record)[:upto], tools=record.get("tools"), tokenize=False,
+                                   add_generation_prompt=True, chat_template=chat_template, **kw)
+    return hf_ids(tok, text)
+
+
+def seed_000_keep_template(tok: Any) -> str:
+    """The Qwen3 template modified as in seed 000: every assistant turn keeps its reasoning."""
+    old = ("{%- if loop.index0 > ns.last_query_index %}\n"
+           "            {%- if loop.last or (not loop.last and reasoning_content) %}")
+    assert old in tok.chat_template, "the Qwen3 fixture template changed"
+    return tok.chat_template.replace(old, "{%- if true %}\n"
+                                          "            {%- if loop.last or (not loop.last and reasoning_content) %}")
+
+
+def with_evidence(record: dict, prompts: list[list[int]], *, counts_only: bool = False) -> dict:
+    """Attach the engine's report of its prompts (vLLM prompt_token_ids, or usage.prompt_tokens)."""
+    record = copy.deepcopy(record)
+    for index, prompt in zip(generated_indices(record), prompts):
+        if counts_only:
+            record["messages"][index]["prompt_tokens"] = len(prompt)
+        else:
+            record["messages"][index]["prompt_token_ids"] = list(prompt)
+    return record
