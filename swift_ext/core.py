@@ -241,6 +241,8 @@ class Encoder:
         if message.reasoning and message.reasoning.strip() and not dropped:
             completion, formatted, dropped = self._restore_reasoning(completion, message, i, thinking,
                                                                      reasoning_policy)
+        completion, closed = self._close_open_block(prompt, completion, i)
+        formatted = formatted or closed
         self._check_rendered(completion, message, i)
         return _Turn(i, prompt, completion, spliced, formatted, dropped)
 
@@ -347,6 +349,24 @@ class Encoder:
             f"the turn carries reasoning ({reasoning[:40]!r}...) that the template does not render, and {why}; "
             "training without it would be silent. Pass reasoning_policy='drop' to drop it (counted)",
             rule="reasoning-dropped",
+            message_index=i,
+        )
+
+    def _close_open_block(self, prompt: str, completion: str, i: int) -> tuple[str, bool]:
+        """A prompt ending inside an open reasoning block (QwQ's ``<think>\n``; Gemma-4's
+        ``<|channel>thought\n`` after a tool response) is followed at inference by reasoning and the block's
+        close. A turn without reasoning whose rendering never closes it gets the family's format with empty
+        reasoning; with no format, training the answer inside the open block would be silent, so it raises."""
+        opener, closer = self.family.reasoning_open, self.family.reasoning_close
+        if not opener or not closer or prompt.rfind(opener) <= prompt.rfind(closer) or closer in completion:
+            return completion, False
+        if self.family.reasoning_format:
+            return self.family.reasoning_format.format(reasoning="") + completion, True
+        raise ReasoningDroppedError(
+            f"the generation prompt ends inside an open reasoning block ({opener!r}) that the turn's rendering "
+            f"never closes ({completion[:60]!r}), and the {self.family.name!r} family gives no format for it; "
+            "give the turn its reasoning",
+            rule="reasoning-block-open",
             message_index=i,
         )
 

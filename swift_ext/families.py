@@ -43,6 +43,10 @@ class Family:
     """How the model writes reasoning the template drops, e.g. ``<think>\\n{reasoning}\\n</think>\\n\\n``."""
     reasoning_placeholder: str | None = None
     """What the template writes instead of dropped reasoning (replaced by the format)."""
+    reasoning_open: str | None = None
+    reasoning_close: str | None = None
+    """Delimiters of the model's reasoning block (``<think>`` / ``</think>``): a generation prompt that ends
+    inside an open block must be followed by a completion that closes it."""
     thinking_kwarg: str | None = None
     thinking_default: bool | None = None
     keep_history_kwarg: str | None = None
@@ -117,6 +121,8 @@ def _family_from_toml(path: Path) -> Family:
         reasoning_field=reasoning.get("field", "reasoning_content") or None,
         reasoning_format=reasoning.get("format"),
         reasoning_placeholder=reasoning.get("placeholder"),
+        reasoning_open=reasoning.get("open"),
+        reasoning_close=reasoning.get("close"),
         thinking_kwarg=thinking.get("kwarg"),
         thinking_default=thinking.get("default"),
         keep_history_kwarg=history.get("keep_kwarg"),

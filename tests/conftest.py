@@ -7,6 +7,7 @@ It never goes through swift_ext's own renderer.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from pathlib import Path
 
@@ -16,6 +17,19 @@ from swift_ext import fixtures
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+# tests/lf need LLaMA-Factory, whose pins conflict with ms-swift's: they run in their own environment
+# (.ci/run, docs/llamafactory.md) and are not collected where LLaMA-Factory is not installed.
+collect_ignore = [] if _installed("llamafactory") else ["lf"]
 
 REAL_TOKENIZER_FAMILIES = [
     "qwen3", "qwen3_thinking", "qwq", "qwen3_coder", "qwen3_5", "qwen3_6", "deepseek_r1", "deepseek_v3_1",

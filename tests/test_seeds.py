@@ -171,3 +171,34 @@ def test_seed_004_never_masks_everything_silently():
     (sample,) = swift_ext.encode(tok, chat, chat_template=custom)
     assert sample.input_ids[: sample.turns[0].label_start] == oracle_prompt_ids(tok, chat[:1], chat_template=custom)
     assert sample.turns[0].completion_text == "Hey<|im_end|>"
+
+
+@pytest.mark.parametrize("name, kwargs, messages", [
+    ("qwq", {}, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there."}]),
+    ("gemma4", {"enable_thinking": True}, [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+        {"role": "tool", "content": "cold"},
+        {"role": "assistant", "content": "It is cold."}]),
+])
+def test_open_reasoning_block_is_closed(name, kwargs, messages):
+    """Seed 001's QwQ case, and Gemma-4 after a tool response with thinking on: the generation prompt opens a
+    reasoning block. A turn without reasoning must close it the way the template writes a turn with reasoning
+    (here: the template's own rendering with reasoning 'R', minus 'R'), never answer inside the open block."""
+    tok = tokenizer(name)
+    i = len(messages) - 1
+    with_reasoning = [*messages[:i], {**messages[i], "reasoning_content": "R"}]
+    prompt = oracle_render(tok, messages[:i], add_generation_prompt=True, **kwargs)
+    turn = oracle_render(tok, with_reasoning, **kwargs)
+    stop = swift_ext.get_encoder(tok).family.stop_strings[0]
+    (sample,) = swift_ext.encode(tok, messages, chat_template_kwargs=kwargs, train_turns="last")
+    span = sample.turns[-1]
+    assert sample.input_ids[: span.label_start] == oracle_prompt_ids(tok, messages[:i], **kwargs)
+    if turn.startswith(prompt + "R"):  # Gemma-4 renders the turn's reasoning right after the open block
+        expected = turn[len(prompt) + 1:]
+        assert span.completion_text == expected[: expected.index(stop) + len(stop)]
+    else:  # QwQ never renders reasoning: the family's format closes the block
+        assert name == "qwq" and "R" not in turn[len(prompt) - 20:]
+        assert span.completion_text == "\n</think>\n\nHello there.<|im_end|>"
+    assert span.reasoning_formatted
