@@ -3,7 +3,8 @@
 ms-swift imports this file by path (``--external_plugins``, or ``external_plugins: [...]`` in a YAML config),
 records the path in the checkpoint's ``args.json``, and re-imports it in ``swift infer``/``deploy`` and in
 dataloader workers. Importing it registers every ``<family>_parity`` template (and ``hf_parity``), the
-``<family>_parity`` agent templates and the data hook. It must stay importable as a plain file.
+``<family>_parity`` agent templates and the data hook, and guards GRPO's importance-sampling correction
+(``SWIFT_EXT_LOGPROB_GUARD``, see ``swift_ext.ms_swift``). It must stay importable as a plain file.
 """
 
 import os

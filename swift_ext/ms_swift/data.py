@@ -13,7 +13,9 @@ dataset, including ``--dataset file.jsonl``) so that, while a parity template is
   all its labels to ``--max_length`` never becomes a row.
 
 Both columns are added to ``RowPreprocessor.standard_keys`` so ms-swift keeps them. Nothing changes while no
-parity template is training (ms-swift's behaviour is then untouched).
+parity template is training (ms-swift's behaviour is then untouched). Rows with no assistant turn (the prompts of
+a GRPO / GKD dataset: ms-swift puts the template in ``train`` mode for those too) and rows whose assistant turns are
+token ids are never expanded.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from swift.dataset.preprocessor import MessagesPreprocessor, RowPreprocessor
 from swift.utils import get_logger
 
+from ..rollout_swift import has_token_id_content
 from .convert import SIDE_CHANNEL
 from .template import SAMPLE_COLUMN, active_training_template
 
@@ -47,7 +50,19 @@ def needs_side_channel(messages: Any) -> bool:
     return False
 
 
+def _has_turn_to_expand(messages: Any) -> bool:
+    """False for rows the hook leaves as they are: prompts with no assistant turn (GRPO / GKD datasets, whose
+    template is in ``train`` mode too) and conversations with token-id assistant turns (one sample each)."""
+    if not isinstance(messages, list):
+        return False
+    if has_token_id_content([m for m in messages if isinstance(m, dict)]):
+        return False
+    return any(isinstance(m, dict) and m.get("role") in ("assistant", "tool_call") for m in messages)
+
+
 def _expand(template, row: dict[str, Any]) -> list[dict[str, Any]]:
+    if not _has_turn_to_expand(row.get("messages")):
+        return [row]
     probe = {k: v for k, v in row.items() if k != SAMPLE_COLUMN}
     # A ParityError propagates: ms-swift reports the row and drops it (or stops, with --strict true).
     samples = template.parity_samples(template._parity_probe_inputs(probe))

@@ -6,7 +6,11 @@ rollout path calls ``Template._encode`` directly). ``_jinja_encode`` returns tok
 scales, so ms-swift tokenizes nothing again:
 
 * training: the core's samples (``swift_ext.encode``), labels only on what the model generates at inference;
-* inference / rollout: the token ids of the model's own generation prompt.
+* inference / rollout: the token ids of the model's own generation prompt;
+* assistant turns given as token ids (ms-swift GRPO: ``List[int]`` or ``{'token_ids', 'loss_scale'}`` content),
+  in both modes: ``swift_ext.rollout_swift.encode_token_turns``. The rollout engine's prompt (inference mode) and
+  the training ids come from that one function, so each turn's ids sit verbatim right after exactly the prompt
+  the engine was fed, labelled where their ``loss_scale`` is positive.
 
 A conversation that needs several samples yields several (``Template.encode`` returns a list, as
 ``--truncation_strategy split`` does). ``--max_length`` / ``--truncation_strategy`` apply per sample; a sample
@@ -34,6 +38,8 @@ from ..core import get_encoder
 from ..errors import ParityError, PolicyError
 from ..families import detect_family, load_family
 from ..messages import parse_message
+from ..rollout.record import parse_harmony
+from ..rollout_swift import TokenTurnEncoding, encode_token_turns, has_token_id_content
 from ..types import IGNORE_INDEX, EncodeStats, Sample
 from .convert import SIDE_CHANNEL, apply_last_round, check_same_conversation, from_side_channel, from_swift_messages
 
@@ -44,17 +50,6 @@ SAMPLE_COLUMN = "swift_ext_sample"
 
 SUPPORTED_BASE_STRATEGIES = ("default", "last_round")
 _MEDIA_TAG = re.compile(r"(<image>|<video>|<audio>)")
-
-
-def _token_ids(content: Any) -> list[int] | None:
-    """Token ids of a token-backed message content (``{"token_ids": [...]}`` or a list of ints), else None."""
-    if isinstance(content, dict):
-        content = content.get("token_ids", content.get("input_ids"))
-    elif not (isinstance(content, list) and (not content or isinstance(content[0], int))):
-        return None
-    if isinstance(content, list) and all(isinstance(t, int) for t in content):
-        return list(content)
-    return None
 
 
 class ParitySampleDropped(MaxLengthError):
@@ -214,7 +209,13 @@ class ParityTemplateMixin:
         return hashlib.sha1(blob.encode("utf-8")).hexdigest()
 
     def parity_samples(self, inputs) -> list[tuple[Sample, list[float]]]:
-        """The core's samples for this row after --max_length handling, each with per-token loss scales."""
+        """The core's samples for this row after --max_length handling, each with per-token loss scales.
+
+        A conversation with token-id assistant turns (GRPO) is one sample, built by ``parity_token_turns``;
+        --max_length is then ms-swift's own handling (``_encode_truncated``), as for any GRPO template."""
+        if has_token_id_content(inputs.messages):
+            encoded = self.parity_token_turns(inputs, is_training=True)
+            return [(Sample(encoded.input_ids, encoded.labels, []), list(encoded.loss_scale))]
         converted, tools = self._parity_conversation(inputs)
         kwargs, history = self._parity_kwargs(inputs)
         key = self._parity_key(converted, tools, kwargs, history)
@@ -222,12 +223,6 @@ class ParityTemplateMixin:
         if cached is not None:
             self._parity_cache.move_to_end(key)
             return cached
-        token_turns = [i for i, m in enumerate(converted.messages)
-                       if m.get("role") == "assistant" and _token_ids(m.get("content")) is not None]
-        if token_turns:
-            out = self._parity_token_backed(converted, tools, kwargs, history, inputs)
-            self._parity_cache[key] = out
-            return out
         try:
             samples = core_encode(
                 self.tokenizer, converted.messages, tools=tools, chat_template_kwargs=kwargs,
@@ -246,26 +241,36 @@ class ParityTemplateMixin:
             self._parity_cache.popitem(last=False)
         return out
 
-    def _parity_token_backed(self, converted, tools, kwargs, history, inputs):
-        """Assistant turns given as token ids (GRPO rollouts): exactly those ids after the generation prompt."""
-        out = []
-        messages = converted.messages
-        for i, message in enumerate(messages):
-            if message.get("role") != "assistant" or message.get("loss") is False:
-                continue
-            ids = _token_ids(message.get("content"))
-            if ids is None:
-                raise PolicyError(
-                    "a conversation mixing token-id assistant turns (rollouts) with text turns to train is not "
-                    "supported by parity templates; set loss: false on the text turns", rule="token-backed-mixed")
-            prompt = self._parity_render_ids(messages[:i], tools, kwargs, history)
-            if not ids:
-                continue
-            sample = Sample(prompt + ids, [IGNORE_INDEX] * len(prompt) + ids, [])
-            scale = converted.loss_scales.get(i, 1.0)
-            scales = [0.0] * len(prompt) + [scale] * len(ids)
-            out.extend(self._parity_truncate(sample, scales))
-        return out
+    def parity_token_turns(self, inputs, *, is_training: bool | None = None) -> TokenTurnEncoding:
+        """A conversation whose assistant turns are token ids (ms-swift GRPO), as ``encode_token_turns`` encodes it.
+
+        In inference mode (the rollout engine's prompt) and in training mode alike, so the part of the training
+        ids before each turn is exactly the prompt the engine was fed for it. Token-id turns are raw history: their
+        ids stay verbatim (reasoning included), labelled where their ``loss_scale`` is positive; ``loss: false``
+        and ``--loss_scale last_round`` do not apply to them (the rollout's loss mask and logprobs decide).
+        """
+        system = inputs.system if inputs.system is not None else self.template_meta.default_system
+        # ms-swift's messages as they are: a swift_ext_messages side channel holds the dataset row's prompt, from
+        # before the rollout, without the generated turns.
+        converted = from_swift_messages(inputs.messages, system)
+        self._parity_media(converted.messages, inputs)
+        kwargs, history = self._parity_kwargs(inputs)
+        encoder = self.parity_encoder
+        prefix = self._get_response_prefix(inputs)
+        try:
+            return encode_token_turns(
+                encoder, converted.messages, tools=inputs.tools or None,
+                # the kwargs _parity_prompt_ids renders the first turn's prompt with (before any id turn exists)
+                chat_template_kwargs=encoder.template_kwargs(kwargs, history),
+                is_training=self.is_training if is_training is None else is_training,
+                # ms-swift puts this (masked) in front of the sampled ids; it was prompt context, never sampled
+                response_prefix_ids=self.tokenizer.encode(prefix, add_special_tokens=False) if prefix else None,
+                # gpt-oss's template needs a harmony turn split into analysis / final / tool call
+                message_parser=parse_harmony if encoder.family.name == "gpt_oss" else None,
+            )
+        except ParityError as exc:
+            self._parity_counts[f"error:{exc.rule}"] += 1
+            raise
 
     @staticmethod
     def _parity_scales(sample: Sample, loss_scales: dict[int, float]) -> list[float]:
@@ -325,6 +330,25 @@ class ParityTemplateMixin:
         return inputs
 
     # ------------------------------------------------------ ms-swift hooks
+    def _preprocess_tools(self, inputs) -> None:
+        if not inputs.tools or self._agent_template is not None:
+            return super()._preprocess_tools(inputs)
+        # No agent template for this family (gpt-oss has none): the parity path renders tools with the model's own
+        # chat template, so only ms-swift's normalisation of them is needed (JSON text parsed, OpenAI wrapping).
+        from swift.agent_template.base import BaseAgentTemplate
+        from swift.utils import remove_arrow_padding
+
+        tools = inputs.tools
+        if isinstance(tools, str):
+            tools = BaseAgentTemplate._parse_json(tools)
+            tools = tools if isinstance(tools, (list, tuple)) else [tools]
+        elif not isinstance(tools, (list, tuple)):
+            raise ValueError(f"inputs.tools: {tools}")
+        tools = [BaseAgentTemplate._parse_json(tool) for tool in tools]
+        inputs.tools = [BaseAgentTemplate.wrap_tool(remove_arrow_padding(tool) if isinstance(tool, dict) else tool)
+                        for tool in tools]
+        return None
+
     def _swift_prepare_inputs(self, inputs) -> None:
         # Keep ms-swift's message list as it is: the parity path converts it back to the HF form itself.
         return None
@@ -365,8 +389,6 @@ class ParityTemplateMixin:
 
     def _parity_render_ids(self, messages, tools, kwargs, history) -> list[int]:
         """Token ids of the model's rendering of ``messages`` (+ generation prompt unless the last is assistant)."""
-        messages = [dict(m, content=self.tokenizer.decode(_token_ids(m["content"])))
-                    if _token_ids(m.get("content")) is not None else m for m in messages]
         encoder = self.parity_encoder
         kwargs = encoder.template_kwargs(kwargs, history)
         parsed = [parse_message(i, m) for i, m in enumerate(messages)]  # no 'needs an assistant turn' rule
@@ -379,6 +401,8 @@ class ParityTemplateMixin:
         if self._parity_pending is not None:
             contexts, scales = self._parity_contexts(self._parity_pending, self._parity_pending_scales)
             return contexts, scales, 1
+        if has_token_id_content(inputs.messages):  # GRPO: the rollout engine's prompt, or the training ids
+            return self.parity_token_turns(inputs).swift_contexts()
         if not self.is_training:
             return [self._parity_prompt_ids(inputs)], [0.0], 0
         samples = self.parity_samples(inputs)
@@ -410,6 +434,9 @@ class ParityTemplateMixin:
         return super().encode(inputs, return_template_inputs=return_template_inputs, return_length=return_length)
 
     def _encode_truncated(self, inputs):
+        if has_token_id_content(inputs.messages):
+            # GRPO: ms-swift's own encode and --max_length handling (one sample; _jinja_encode gives the ids).
+            return super()._encode_truncated(inputs)
         if not self.is_training or self.task_type != "causal_lm" or self.mode not in ("train",):
             return super()._encode_truncated(inputs)
         self._preprocess_inputs(inputs)

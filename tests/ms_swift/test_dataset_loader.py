@@ -94,6 +94,22 @@ def test_loader_keeps_reasoning_and_tool_calls_and_every_sample(processor, data_
     assert "Hi!" not in labelled  # loss: false
 
 
+def test_grpo_prompt_rows_pass_the_data_hook(processor, tmp_path):
+    """GRPO puts the template in train mode too: its prompt-only rows must reach the trainer, unexpanded."""
+    rows = [{"messages": [{"role": "user", "content": "What is five plus five?"}], "solution": "10"},
+            {"messages": [{"role": "system", "content": "Be brief."},
+                          {"role": "user", "content": "Weather in Paris?"}], "tools": ROWS[0]["tools"]}]
+    path = tmp_path / "grpo.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    template = _template(processor)
+    assert ms.template.active_training_template() is template  # the data hook is on
+    train = _load(path)
+    assert len(train) == 2
+    assert [m["content"] for m in train[1]["messages"]] == ["Be brief.", "Weather in Paris?"]
+    if "swift_ext_sample" in train.column_names:
+        assert train["swift_ext_sample"] == [None, None]
+
+
 def test_encode_returns_every_sample_as_a_list(processor):
     template = _template(processor)
     encoded = template.encode(ROWS[0])

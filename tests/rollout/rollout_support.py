@@ -182,3 +182,54 @@ def with_evidence(record: dict, prompts: list[list[int]], *, counts_only: bool =
         else:
             record["messages"][index]["prompt_token_ids"] = list(prompt)
     return record
+
+
+# ------------------------------------------------------------------------------ ms-swift's GRPO code
+SWIFT_RLHF_UTILS = ("replace_assistant_response_with_ids", "get_response_prefix_ids", "encode_sample",
+                    "build_rollout_logps", "build_completion_mask_and_seq_lengths", "pad_logps_back_to_batch",
+                    "_normalize_routed_experts_tensor", "_pad_or_trim_routed_experts", "build_routed_experts_batch",
+                    "collate_to_grpo_micro_batch")
+"""The functions of ms-swift 4.6's swift/rlhf_trainers/utils.py that build and collate GRPO training inputs."""
+
+_SWIFT_RLHF_UTILS: list[Any] = []
+
+
+def swift_rlhf_utils() -> Any:
+    """ms-swift's ``swift.rlhf_trainers.utils`` module or, when it cannot be imported for a missing optional
+    dependency (it imports msgspec, which vLLM brings), a module compiled from the installed file itself: the
+    top-level imports that succeed, then the functions of ``SWIFT_RLHF_UTILS``, ms-swift's own source. The functions
+    look each other up in the module's globals as in ms-swift, so ``install_logprob_guard(module=...)`` works on both.
+    """
+    if _SWIFT_RLHF_UTILS:
+        return _SWIFT_RLHF_UTILS[0]
+    try:
+        from swift.rlhf_trainers import utils as module
+    except ImportError as exc:
+        if getattr(exc, "name", "") in ("swift", "swift.rlhf_trainers"):
+            raise
+        module = _compiled_rlhf_utils()
+    _SWIFT_RLHF_UTILS.append(module)
+    return module
+
+
+def _compiled_rlhf_utils() -> Any:
+    import ast
+    import importlib.util
+    import types
+    from pathlib import Path
+
+    path = Path(importlib.util.find_spec("swift.rlhf_trainers").submodule_search_locations[0]) / "utils.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    module = types.ModuleType("swift_rlhf_trainers_utils_compiled")
+    module.__file__ = str(path)
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            try:
+                exec(compile(ast.Module(body=[node], type_ignores=[]), str(path), "exec"), module.__dict__)  # noqa: S102
+            except ImportError:
+                pass  # msgspec (unused by these functions)
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in SWIFT_RLHF_UTILS]
+    exec(compile(ast.Module(body=functions, type_ignores=[]), str(path), "exec"), module.__dict__)  # noqa: S102
+    missing = set(SWIFT_RLHF_UTILS) - set(vars(module))
+    assert not missing, f"ms-swift 4.6 functions not found in {path}: {missing}"
+    return module

@@ -20,15 +20,13 @@ so they need no ms-swift; the ms-swift test also checks the transcription agains
 
 from __future__ import annotations
 
-import ast
 import copy
 import importlib.util
 import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from rollout_support import AGENT, FAMILIES, TOOLS, fake_logprobs, generations, hf_ids, tokenizer
+from rollout_support import AGENT, FAMILIES, TOOLS, fake_logprobs, generations, hf_ids, swift_rlhf_utils, tokenizer
 
 import swift_ext
 from swift_ext.rollout import RolloutAlignmentError
@@ -253,31 +251,9 @@ def _swift_installed() -> bool:
 
 
 def _real_utils_functions(names):
-    """ms-swift's functions from swift/rlhf_trainers/utils.py: imported, or, when that module cannot be imported
-    for a missing optional dependency (it imports msgspec, which vLLM brings), compiled from the installed
-    file's own source."""
-    try:
-        from swift.rlhf_trainers import utils
-
-        return {name: getattr(utils, name) for name in names}
-    except ImportError as exc:
-        if getattr(exc, "name", "") in ("swift", "swift.rlhf_trainers"):
-            raise
-    import typing
-
-    import torch
-    from swift.template import StdTemplateInputs, Template
-
-    path = Path(importlib.util.find_spec("swift.rlhf_trainers").submodule_search_locations[0]) / "utils.py"
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    module = ast.Module(body=[n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names],
-                        type_ignores=[])
-    namespace = {**{k: getattr(typing, k) for k in typing.__all__}, "torch": torch, "Template": Template,
-                 "StdTemplateInputs": StdTemplateInputs}
-    exec(compile(module, str(path), "exec"), namespace)  # noqa: S102 - ms-swift's own code, from its install
-    missing = set(names) - set(namespace)
-    assert not missing, f"ms-swift 4.6 functions not found in {path}: {missing}"
-    return {name: namespace[name] for name in names}
+    """ms-swift's functions from swift/rlhf_trainers/utils.py (``rollout_support.swift_rlhf_utils``)."""
+    module = swift_rlhf_utils()
+    return {name: getattr(module, name) for name in names}
 
 
 def _real_helpers(tok):
@@ -344,10 +320,7 @@ def test_grpo_inputs_with_ms_swift(name, ctk):
 
     from swift_ext.rollout_swift import install_logprob_guard
 
-    try:
-        from swift.rlhf_trainers import utils
-    except ImportError:  # a missing optional dependency (msgspec): guard ms-swift's function compiled above
-        utils = SimpleNamespace(build_rollout_logps=helpers.build_rollout_logps)
+    utils = swift_rlhf_utils()  # the module, or ms-swift's functions compiled from it (msgspec missing)
     uninstall = install_logprob_guard("raise", module=utils)
     try:
         mask = torch.tensor([[label != IGNORE_INDEX for label in training.labels]])
