@@ -39,6 +39,7 @@ from .errors import (
 from .families import Family, resolve_family
 from .messages import parse_messages
 from .render import ChatRenderer, template_of, tokenizer_template_kwargs
+from .text import common_prefix_len
 from .tokens import SegmentTokenizer
 from .types import IGNORE_INDEX, EncodeStats, Message, Sample, TurnSpan
 
@@ -278,7 +279,7 @@ class Encoder:
 
     def _shared_header(self, turn: str, gen_prompt: str) -> int:
         """Length of the longest run of whole generation-prompt tokens the turn's rendering starts with."""
-        shared = _common_prefix_len(turn, gen_prompt)
+        shared = common_prefix_len(turn, gen_prompt)
         return max((end for end in [0, *self.tokens.boundaries(gen_prompt)] if end <= shared), default=0)
 
     @staticmethod
@@ -467,16 +468,8 @@ def _extends(ids: list[int], prefix: list[int]) -> bool:
     return len(ids) >= len(prefix) and ids[: len(prefix)] == prefix
 
 
-def _common_prefix_len(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 def _first_difference(expected: str, actual: str) -> str:
-    at = _common_prefix_len(expected, actual)
+    at = common_prefix_len(expected, actual)
     return (
         f"first difference at character {at}: expected {expected[max(0, at - 30):at + 30]!r}, "
         f"got {actual[max(0, at - 30):at + 30]!r}"

@@ -22,6 +22,7 @@ from ..core import Encoder
 from ..errors import TemplateRenderError
 from ..families import Family
 from ..messages import parse_messages
+from ..text import common_prefix_len
 from ..types import Sample
 from .battery import CORE_FEATURES, Case, Mode
 from .report import (
@@ -36,7 +37,7 @@ from .report import (
     Example,
     PropertyResult,
 )
-from .textdiff import around, common_prefix_len, rewrite
+from .textdiff import around, rewrite
 
 TITLES = {
     "generation-prompt-prefix": "generation prompt is a prefix of the turn's rendering",

@@ -6,14 +6,6 @@ from collections.abc import Sequence
 from difflib import SequenceMatcher
 
 
-def common_prefix_len(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 def around(text: str, at: int, before: int = 40, after: int = 60) -> str:
     """The part of ``text`` around position ``at``, with ellipses where it was cut."""
     start, end = max(0, at - before), min(len(text), at + after)

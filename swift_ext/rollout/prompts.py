@@ -23,6 +23,7 @@ from typing import Any
 from ..core import Encoder
 from ..errors import InputError, TemplateRenderError
 from ..messages import parse_message
+from ..text import common_prefix_len, common_suffix_len
 from ..types import Message
 from .record import GeneratedTurn, RolloutRecord
 
@@ -149,7 +150,7 @@ class PromptBuilder:
             raise TemplateRenderError(
                 f"the template does not render message {j} (an assistant turn) in the history of messages[:{upto}]",
                 rule="rollout-turn-end", message_index=j)
-        return len(rendering) - _common_suffix_len(rendering, other)
+        return len(rendering) - common_suffix_len(rendering, other)
 
     def _next_message_start(self, j: int, upto: int, rendering: str, add_generation_prompt: bool) -> int:
         """Upper bound for turn j's end: where the next message's content starts (end of text if unknown)."""
@@ -162,7 +163,7 @@ class PromptBuilder:
         perturbed = list(self.dicts)
         perturbed[k] = {**self.dicts[k], "content": _PROBE + content}
         other = self.render(upto, dicts=perturbed, kwargs=self.kwargs, add_generation_prompt=add_generation_prompt)
-        return _common_prefix_len(rendering, other)
+        return common_prefix_len(rendering, other)
 
     def _special_tokens(self) -> list[str]:
         decoder = getattr(self.encoder.tokenizer, "added_tokens_decoder", None) or {}
@@ -222,19 +223,3 @@ def _earliest(text: str, needles) -> tuple[int, str | None]:
         if 0 <= pos < best or (pos == best and found is not None and len(needle) > len(found)):
             best, found = pos, needle
     return (best, found) if found is not None else (-1, None)
-
-
-def _common_prefix_len(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def _common_suffix_len(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[-1 - i] == b[-1 - i]:
-        i += 1
-    return i

@@ -13,22 +13,15 @@ require_swift()
 
 from swift.agent_template import agent_template_map  # noqa: E402
 
+from swift_ext.fixtures import FIXTURES  # noqa: E402
 from swift_ext.ms_swift import agent as parity_agent  # noqa: E402
 from swift_ext.ms_swift import register  # noqa: E402
 
 register()
 
 # family -> fixture directory whose chat template the agent template must reproduce
-CHECKED = {
-    "qwen3": "Qwen__Qwen3-8B",
-    "qwen3_thinking": "Qwen__Qwen3-30B-A3B-Thinking-2507",
-    "qwq": "Qwen__QwQ-32B",
-    "qwen3_coder": "Qwen__Qwen3-Coder-30B-A3B-Instruct",
-    "qwen3_5": "Qwen__Qwen3.5-4B",
-    "qwen3_6": "Qwen__Qwen3.6-35B-A3B",
-    "glm4_7": "zai-org__GLM-4.7-Flash",
-    "deepseek_v3_1": "deepseek-ai__DeepSeek-V3.1",
-}
+CHECKED = {family: FIXTURES[family] for family in (
+    "qwen3", "qwen3_thinking", "qwq", "qwen3_coder", "qwen3_5", "qwen3_6", "glm4_7", "deepseek_v3_1")}
 
 TOOLS = [
     {
