@@ -39,7 +39,7 @@ from .errors import (
 from .families import Family, resolve_family
 from .messages import parse_messages
 from .render import ChatRenderer, template_of, tokenizer_template_kwargs
-from .text import common_prefix_len
+from .text import common_prefix_len, common_suffix_len
 from .tokens import SegmentTokenizer
 from .types import IGNORE_INDEX, EncodeStats, Message, Sample, TurnSpan
 
@@ -176,7 +176,11 @@ class Encoder:
 
     def template_message(self, message: Message, *, drop_reasoning: bool = False) -> dict[str, Any]:
         """The dict the chat template sees for one message, in the family's field names."""
-        out: dict[str, Any] = {"role": message.role, "content": message.content}
+        # A None value means "absent", as transformers >= 5.2x and OpenAI-style servers treat it (5.19 would
+        # render the text 'None' into GLM-4.7's history).
+        out: dict[str, Any] = {"role": message.role}
+        if message.content is not None:
+            out["content"] = message.content
         reasoning = None if drop_reasoning else message.reasoning
         if reasoning is not None:
             # The names transformers itself passes reasoning under, plus the family's own.
@@ -191,7 +195,8 @@ class Encoder:
         if message.name is not None:
             out["name"] = message.name
         for key, value in message.extra.items():
-            out.setdefault(key, value)
+            if value is not None:
+                out.setdefault(key, value)
         return out
 
     def _tool_call(self, call: Any) -> dict[str, Any]:
@@ -228,6 +233,18 @@ class Encoder:
         prompt = self.render(dicts, tools, kwargs, add_generation_prompt=True, upto=i)
         thinking = self.family.thinking_enabled(kwargs)
         dropped = False
+        if thinking is False and message.reasoning and message.reasoning.strip():
+            if reasoning_policy != "drop":
+                raise ReasoningDroppedError(
+                    f"the turn carries reasoning ({message.reasoning[:40]!r}...) but thinking is off "
+                    f"({self.family.thinking_kwarg}=False): a model in non-thinking mode does not generate it. "
+                    "Turn thinking on, remove the reasoning, or pass reasoning_policy='drop'",
+                    rule="reasoning-thinking-off",
+                    message_index=i,
+                )
+            dicts = list(dicts)
+            dicts[i] = self.template_message(message, drop_reasoning=True)
+            dropped = True
         try:
             raw, spliced = self._turn_text(dicts, i, prompt, tools, kwargs)
         except ReasoningDroppedError:
@@ -245,6 +262,8 @@ class Encoder:
         completion, closed = self._close_open_block(prompt, completion, i)
         formatted = formatted or closed
         self._check_rendered(completion, message, i)
+        if spliced:
+            _check_no_foreign_text(completion, messages, i)
         return _Turn(i, prompt, completion, spliced, formatted, dropped)
 
     def _turn_text(self, dicts, i, prompt, tools, kwargs) -> tuple[str, bool]:
@@ -264,7 +283,7 @@ class Encoder:
         if rendering.startswith(history):
             turn = rendering[len(history):]
         else:
-            turn = self._locate_turn(rendering, gen_prompt, dicts[i], i, prompt)
+            turn = self._locate_turn(rendering, gen_prompt, history, i, prompt)
         shared = self._shared_header(turn, gen_prompt)
         completion, leftover = turn[shared:], gen_prompt[shared:]
         if leftover.strip() and leftover.strip() in completion:
@@ -282,31 +301,32 @@ class Encoder:
         shared = common_prefix_len(turn, gen_prompt)
         return max((end for end in [0, *self.tokens.boundaries(gen_prompt)] if end <= shared), default=0)
 
-    @staticmethod
-    def _locate_turn(rendering: str, gen_prompt: str, message: dict, i: int, prompt: str) -> str:
+    def _locate_turn(self, rendering: str, gen_prompt: str, history: str, i: int, prompt: str) -> str:
         """Find turn i's text in a rendering whose history differs from the prompt's.
 
-        The turn is the last message, so its first rendered text (reasoning,
-        content or a tool name) is found from the end, and the turn starts at the
-        last copy of the generation prompt's header before that.
+        The rewrite (a past turn's reasoning dropped, say) is somewhere inside the
+        history; what comes right before the turn, the rendering of the message it
+        answers, is the same in both. So the turn starts at the copy of the
+        generation prompt's first token whose preceding text shares the longest
+        suffix with the prompt's history.
         """
-        anchors = [message.get("reasoning_content"), message.get("content")]
-        anchors += [call["function"]["name"] for call in message.get("tool_calls", ())]
-        positions = [rendering.rfind(a.strip()) for a in anchors if isinstance(a, str) and a.strip()]
-        positions = [p for p in positions if p >= 0]
-        end = min(positions) if positions else len(rendering)
-        header = gen_prompt
-        while header:
-            start = rendering.rfind(header, 0, end)
-            if start >= 0:
-                return rendering[start:]
-            header = header[:-1]
-        raise TemplateRenderError(
-            "cannot find the turn in the template's rendering (history was rewritten and the generation prompt "
-            "does not occur): " + _first_difference(prompt, rendering),
-            rule="turn-not-located",
-            message_index=i,
-        )
+        bounds = self.tokens.boundaries(gen_prompt)
+        head = gen_prompt[: bounds[0]] if bounds else gen_prompt
+        best, best_shared = -1, -1
+        start = rendering.find(head)
+        while head and start >= 0:
+            shared = common_suffix_len(history, rendering[:start])
+            if shared >= best_shared:
+                best, best_shared = start, shared
+            start = rendering.find(head, start + 1)
+        if best < 0 or best_shared == 0:
+            raise TemplateRenderError(
+                "cannot find the turn in the template's rendering (history was rewritten and the generation "
+                "prompt's header does not follow the history): " + _first_difference(prompt, rendering),
+                rule="turn-not-located",
+                message_index=i,
+            )
+        return rendering[best:]
 
     def _cut_at_stop(self, raw: str, message: Message, i: int) -> str:
         cut = None
@@ -330,7 +350,7 @@ class Encoder:
     def _restore_reasoning(self, completion, message, i, thinking, reasoning_policy) -> tuple[str, bool, bool]:
         """Make sure the turn's reasoning is in its completion, or say why not."""
         reasoning = message.reasoning
-        if reasoning.strip() in completion:
+        if _rendered_beyond(reasoning.strip(), completion, message):
             return completion, False, False
         family = self.family
         if thinking is not False and family.reasoning_format:
@@ -466,6 +486,41 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 def _extends(ids: list[int], prefix: list[int]) -> bool:
     return len(ids) >= len(prefix) and ids[: len(prefix)] == prefix
+
+
+def _texts(message: Message, *, reasoning: bool = True) -> list[str]:
+    """What a message says, as the template may render it: content, reasoning, tool-call arguments."""
+    texts = [message.content if isinstance(message.content, str) else ""]
+    texts += [message.reasoning or ""] if reasoning else []
+    for call in message.tool_calls:  # once each: as written, else as the template's tojson would write it
+        texts.append(call.arguments_json if call.arguments_json is not None else json.dumps(call.arguments,
+                                                                                           ensure_ascii=False))
+    return [t.strip() for t in texts if t and t.strip()]
+
+
+def _rendered_beyond(text: str, completion: str, message: Message) -> bool:
+    """``text`` occurs in the completion more often than the turn's answer and tool calls account for."""
+    elsewhere = sum(t.count(text) for t in _texts(message, reasoning=False))
+    return completion.count(text) > elsewhere
+
+
+_FOREIGN_MIN_CHARS = 12
+
+
+def _check_no_foreign_text(completion: str, messages: list[Message], i: int) -> None:
+    """A spliced or located turn must not hold another message's text (Gemma-4 renders a tool-call turn's
+    content after the tool responses, where it would land in the next turn's labels)."""
+    own = "\n".join(_texts(messages[i]))
+    for j, other in enumerate(messages):
+        for text in _texts(other) if j != i else ():
+            if len(text) >= _FOREIGN_MIN_CHARS and text in completion and text not in own:
+                raise TemplateRenderError(
+                    f"the text the template renders for turn {i} holds message {j}'s text {text[:40]!r}: the "
+                    "template places that message's content inside this turn, so no completion is exactly what "
+                    "the model generated",
+                    rule="I3-foreign-text",
+                    message_index=i,
+                )
 
 
 def _first_difference(expected: str, actual: str) -> str:
