@@ -158,15 +158,28 @@ class ParityAgentTemplate(BaseAgentTemplate):
                 content = "".join(c for c in content if isinstance(c, str))
         return _render(self.spec["render"]["tool_call_prefix"], content=content) + tool_content
 
-    def render_tool_responses(self, tool_messages) -> str:
+    def render_tool_responses(self, tool_messages, tool_calls: list[dict[str, Any]] | None = None) -> str:
         msgs = [{"content": m.get("content") or "", "name": m.get("name")} for m in tool_messages]
-        return _render(self.spec["render"]["tool_responses"], tool_messages=msgs)
+        return _render(self.spec["render"]["tool_responses"], tool_messages=msgs, tool_calls=tool_calls or [])
+
+    def rendered_tool_calls(self, assistant_content: Any) -> list[dict[str, Any]]:
+        """The calls in an assistant turn this template rendered, as ``{name, arguments}`` (arguments JSON text).
+
+        Extension for templates whose tool outputs name the call they answer (gpt-oss addresses each output
+        from ``functions.NAME``): the ``tool_responses`` fragment gets them as ``tool_calls``; ms-swift hands the
+        agent template only the tool messages and the assistant turn's text.
+        """
+        if not isinstance(assistant_content, str):
+            return []
+        parser = getattr(self, f"_parse_{self.spec['parser']}")
+        return [{"name": name, "arguments": arguments} for name, arguments in parser(assistant_content, {})]
 
     def _format_tool_responses(self, assistant_content, tool_messages):
         if isinstance(assistant_content, list):
             last, res = self._format_tool_responses(assistant_content[-1], tool_messages)
             return assistant_content[:-1] + [last], res
-        return assistant_content, [self.render_tool_responses(tool_messages)]
+        calls = self.rendered_tool_calls(assistant_content)
+        return assistant_content, [self.render_tool_responses(tool_messages, calls)]
 
     # -- parsing ---------------------------------------------------------------------------------------
     def get_toolcall(self, response: str, tools=None) -> list[Function]:
@@ -218,7 +231,11 @@ class ParityAgentTemplate(BaseAgentTemplate):
 
     @staticmethod
     def _parse_gpt_oss(response: str, schema) -> list[tuple[str, Any]]:
-        pattern = r"to=functions\.([^\s<]+)[^<]*(?:<\|channel\|>[^<]*)?<\|message\|>(.*?)(?:<\|call\|>|<\|end\|>|$)"
+        # ` to=functions.NAME<|channel|>commentary json<|message|>` as the template renders it, or the recipient
+        # inside the channel header with a constraint, as the model often writes it:
+        # `<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>`.
+        pattern = (r"to=functions\.([^\s<]+)[^<]*(?:<\|channel\|>[^<]*)?(?:<\|constrain\|>[^<]*)?<\|message\|>"
+                   r"(.*?)(?:<\|call\|>|<\|end\|>|$)")
         return [(name, args) for name, args in re.findall(pattern, response, re.DOTALL)]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from functools import cache
 
 import pytest
 from swift_helpers import load_tokenizer, require_swift
@@ -13,6 +14,7 @@ require_swift()
 
 from swift.agent_template import agent_template_map  # noqa: E402
 
+from swift_ext import fixtures  # noqa: E402
 from swift_ext.fixtures import FIXTURES  # noqa: E402
 from swift_ext.ms_swift import agent as parity_agent  # noqa: E402
 from swift_ext.ms_swift import register  # noqa: E402
@@ -21,7 +23,7 @@ register()
 
 # family -> fixture directory whose chat template the agent template must reproduce
 CHECKED = {family: FIXTURES[family] for family in (
-    "qwen3", "qwen3_thinking", "qwq", "qwen3_coder", "qwen3_5", "qwen3_6", "glm4_7", "deepseek_v3_1")}
+    "qwen3", "qwen3_thinking", "qwq", "qwen3_coder", "qwen3_5", "qwen3_6", "glm4_7", "deepseek_v3_1", "gpt_oss")}
 
 TOOLS = [
     {
@@ -47,6 +49,43 @@ TOOLS = [
             "description": "Search the web (unicode: café ✓)",
             "parameters": {"type": "object", "properties": {"query": {"type": "string"}, "tags": {"type": "array"}}},
         },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "book_trip",
+            "description": "Book a trip.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "mode": {"type": "string", "enum": ["train", "plane"], "description": "How to travel"},
+                    "seats": {"type": "number", "default": 1},
+                    "refundable": {"type": "boolean"},
+                    "note": {"type": "string", "nullable": True},
+                    "stops": {"type": "array", "items": {"type": "string"}},
+                    "legs": {
+                        "type": "array",
+                        "items": {"type": "object", "required": ["from"],
+                                  "properties": {"from": {"type": "string"}, "day": {"type": "integer"}}},
+                    },
+                    "traveller": {
+                        "type": "object",
+                        "properties": {"name": {"type": "string"},
+                                       "age": {"type": "integer", "description": "not rendered by every template"},
+                                       "prefs": {"type": "object", "properties": {"window": {"type": "boolean"}}}},
+                        "required": ["name"],
+                    },
+                    "id": {"type": ["string", "integer"]},
+                    "when": {"oneOf": [{"type": "string", "description": "ISO date"}, {"type": "integer"}]},
+                },
+                "required": ["mode", "traveller"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {"name": "get_time", "description": "Current time.",
+                     "parameters": {"type": "object", "properties": {}}},
     },
 ]
 
@@ -75,7 +114,17 @@ RESPONSES = {
 # What each template needs in `arguments` to render at all (or as its model was trained):
 # JSON text for DeepSeek (it concatenates), a mapping where the template iterates them or applies tojson.
 NEEDS_TEXT = {"deepseek_v3_1"}
-NEEDS_DICT = {"qwq", "glm4_7", "qwen3_5", "qwen3_6", "qwen3_coder"}
+NEEDS_DICT = {"qwq", "glm4_7", "qwen3_5", "qwen3_6", "qwen3_coder", "gpt_oss"}
+
+# gpt-oss (harmony) differs in shape, not in strictness (see agent_templates/README.md):
+# - the tools slot is the whole prefix before the first user turn (system + developer messages);
+# - a plain assistant `content` is wrapped in the final channel, so the check is that the generation prompt
+#   (`<|start|>assistant`) followed by the agent text is the template's rendering of the tool-call turn;
+# - the template renders one call per assistant message (tool_calls[0]), so parallel calls are one assistant
+#   message per call on the template side;
+# - text before a call is the analysis channel; ms-swift's gpt-oss convention gives it as
+#   `<|channel|>analysis<|message|>TEXT` in the assistant content.
+HARMONY = {"gpt_oss"}
 
 
 def _openai_calls(calls, family):
@@ -94,14 +143,28 @@ def _agent(family):
     return agent_template_map[f"{family}_parity"]()
 
 
+@cache
+def _tokenizer(family):
+    if family in HARMONY:
+        return fixtures.load_tokenizer(family)
+    return load_tokenizer(CHECKED[family])
+
+
 def _render(tok, messages, **kwargs):
     return tok.apply_chat_template(messages, tokenize=False, **kwargs)
+
+
+def _swift_content(family, content):
+    """The assistant text before the calls as a swift dataset gives it."""
+    if family in HARMONY and content:
+        return "<|channel|>analysis<|message|>" + content
+    return content
 
 
 @pytest.mark.parametrize("family", sorted(CHECKED))
 @pytest.mark.parametrize("system", [None, "You are helpful."])
 def test_tools_block_byte_identical(family, system):
-    tok = load_tokenizer(CHECKED[family])
+    tok = _tokenizer(family)
     agent = _agent(family)
     if not agent.spec.get("tools_rendered", True):
         assert agent._format_tools(TOOLS, system) == (system or "")
@@ -110,14 +173,25 @@ def test_tools_block_byte_identical(family, system):
     user = [{"role": "user", "content": "What's the weather?"}]
     expected = _render(tok, head + user, tools=TOOLS, add_generation_prompt=True)
     slot = agent._format_tools(copy.deepcopy(TOOLS), system)
-    got = _render(tok, [{"role": "system", "content": slot}] + user, add_generation_prompt=True)
+    if family in HARMONY:
+        # the slot is everything before the user turn (ms-swift's gpt-oss prefix is `{{SYSTEM}}`)
+        bare = _render(tok, user, add_generation_prompt=True)
+        got = slot + bare[bare.index("<|start|>user"):]
+    else:
+        got = _render(tok, [{"role": "system", "content": slot}] + user, add_generation_prompt=True)
     assert got == expected
 
 
 def _tool_conversation(family, calls, content, responses):
+    tool_calls = _openai_calls(calls, family)
+    if family in HARMONY:  # one call per assistant message
+        assistants = [{"role": "assistant", "content": content if i == 0 else "", "tool_calls": [tc]}
+                      for i, tc in enumerate(tool_calls)]
+    else:
+        assistants = [{"role": "assistant", "content": content, "tool_calls": tool_calls}]
     return [
         {"role": "user", "content": "What's the weather?"},
-        {"role": "assistant", "content": content, "tool_calls": _openai_calls(calls, family)},
+        *assistants,
         *({"role": "tool", "content": r} for r in responses),
     ]
 
@@ -128,20 +202,25 @@ def _tool_conversation(family, calls, content, responses):
 def test_tool_calls_and_responses_byte_identical(family, calls, content):
     if family == "deepseek_v3_1" and content == "":
         content = None  # DeepSeek-V3.1's template tests `content is none`
-    tok = load_tokenizer(CHECKED[family])
+    tok = _tokenizer(family)
     agent = _agent(family)
     call_list = CALL_SETS[calls]
     for responses in RESPONSES.values():
         conv = _tool_conversation(family, call_list, content, responses)
         swift_calls = [{"role": "tool_call", "content": json.dumps(c, ensure_ascii=False)} for c in call_list]
         block = agent._format_tool_calls(swift_calls)
-        pre = {"role": "assistant", "content": content or ""}
-        text = (content or "") + agent._add_tool_call_prefix(block, pre)
+        swift_content = _swift_content(family, content)
+        pre = {"role": "assistant", "content": swift_content or ""}
+        text = (swift_content or "") + agent._add_tool_call_prefix(block, pre)
 
         # 1. the assistant turn: tool_calls rendered by the template == agent text as plain content
-        full = _render(tok, conv[:2], tools=TOOLS)
-        plain = _render(tok, [conv[0], {"role": "assistant", "content": text}], tools=TOOLS)
-        assert plain == full
+        full = _render(tok, conv[:-len(responses)], tools=TOOLS)
+        if family in HARMONY:
+            prompt = _render(tok, conv[:1], tools=TOOLS, add_generation_prompt=True)
+            assert full == prompt + text
+        else:
+            plain = _render(tok, [conv[0], {"role": "assistant", "content": text}], tools=TOOLS)
+            assert plain == full
 
         # 2. the tool responses: what follows the call block up to the next generation prompt
         gen = _render(tok, conv, tools=TOOLS, add_generation_prompt=True)
@@ -173,4 +252,12 @@ def test_every_family_has_an_agent_template_file():
     specs = parity_agent.load_specs()
     missing = [f.name for f in list_families() if f.name not in specs]
     # Families whose templates render no tools at all need no agent template.
-    assert set(missing) <= {"deepseek_r1", "gemma3", "phi4_reasoning", "gpt_oss"}, missing
+    assert set(missing) <= {"deepseek_r1", "gemma3", "phi4_reasoning"}, missing
+
+
+def test_gpt_oss_get_toolcall_reads_the_models_own_header():
+    # The model often writes the recipient inside the channel header, with a constraint token.
+    response = ("<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary "
+                'to=functions.get_weather <|constrain|>json<|message|>{"city": "Paris"}<|call|>')
+    parsed = _agent("gpt_oss").get_toolcall(response, tools=TOOLS)
+    assert [(f.name, json.loads(f.arguments)) for f in parsed] == [("get_weather", {"city": "Paris"})]
