@@ -104,14 +104,14 @@ class Encoder:
         self.family = resolve_family(self.template, family, strict=strict)
         self.renderer = ChatRenderer(self.template, tokenizer_template_kwargs(tokenizer))
         self.stop_strings = tuple(stop_strings or self.family.stop_strings or default_stop_strings(tokenizer))
-        self.tokens = SegmentTokenizer(tokenizer, split_on=self.template + "".join(self.stop_strings))
-        _warn_if_lossy(self.tokens)
         if not self.stop_strings:
             raise PolicyError(
                 "no stop strings: the template matches no family and the tokenizer has no eos token; "
                 "pass stop_strings=[...]",
                 rule="no-stop-strings",
             )
+        self.tokens = SegmentTokenizer(tokenizer, split_on=self.template + "".join(self.stop_strings))
+        _warn_if_lossy(self.tokens)
 
     # ------------------------------------------------------------------ encode
     def encode(
