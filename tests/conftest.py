@@ -39,19 +39,12 @@ DERIVED_TOKENIZER_FAMILIES = ["gemma4", "gemma4_e2b", "kimi_k2", "phi4_reasoning
 ALL_FIXTURES = REAL_TOKENIZER_FAMILIES + DERIVED_TOKENIZER_FAMILIES
 
 
-def _fixtures_must_exist() -> bool:
-    """CI and developer machines have ../shared/fixtures: there a missing fixture is a failure."""
-    if os.environ.get("CI") or os.environ.get(fixtures.ENV_VAR):
-        return True
-    return any(root.is_dir() for root in fixtures.search_roots())
-
-
 def tokenizer(name: str):
     """The fixture's tokenizer; fails (or, on a machine without ../shared, skips) with the reason."""
     try:
         return fixtures.load_tokenizer(name)
     except fixtures.FixtureUnavailable as exc:
-        if _fixtures_must_exist():
+        if fixtures.local_copies_expected():
             pytest.fail(f"fixture {name!r} is missing: {exc}. Put ../shared/fixtures beside the project "
                         f"or set {fixtures.ENV_VAR}.")
         pytest.skip(f"fixture {name!r} unavailable on this machine: {exc}")
