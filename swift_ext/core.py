@@ -257,7 +257,7 @@ class Encoder:
         completion = self._cut_at_stop(raw, message, i)
         formatted = False
         if message.reasoning and message.reasoning.strip() and not dropped:
-            completion, formatted, dropped = self._restore_reasoning(completion, message, i, thinking,
+            completion, formatted, dropped = self._restore_reasoning(prompt, completion, message, i, thinking,
                                                                      reasoning_policy)
         completion, closed = self._close_open_block(prompt, completion, i)
         formatted = formatted or closed
@@ -347,13 +347,13 @@ class Encoder:
             message_index=i,
         )
 
-    def _restore_reasoning(self, completion, message, i, thinking, reasoning_policy) -> tuple[str, bool, bool]:
+    def _restore_reasoning(self, prompt, completion, message, i, thinking, reasoning_policy) -> tuple[str, bool, bool]:
         """Make sure the turn's reasoning is in its completion, or say why not."""
         reasoning = message.reasoning
         if _rendered_beyond(reasoning.strip(), completion, message):
             return completion, False, False
         family = self.family
-        if thinking is not False and family.reasoning_format:
+        if thinking is not False and family.reasoning_format and self._format_fits(prompt):
             text = family.reasoning_format.format(reasoning=reasoning)
             placeholder = family.reasoning_placeholder
             if placeholder and placeholder in completion:
@@ -361,11 +361,12 @@ class Encoder:
             return text + completion, True, False
         if reasoning_policy == "drop":
             return completion, False, True
-        why = (
-            "thinking is off for this render"
-            if thinking is False
-            else f"the {family.name!r} family gives no format for it"
-        )
+        if thinking is False:
+            why = "thinking is off for this render"
+        elif family.reasoning_format:
+            why = f"the {family.name!r} family's reasoning format has no place after this prompt"
+        else:
+            why = f"the {family.name!r} family gives no format for it"
         raise ReasoningDroppedError(
             f"the turn carries reasoning ({reasoning[:40]!r}...) that the template does not render, and {why}; "
             "training without it would be silent. Pass reasoning_policy='drop' to drop it (counted)",
@@ -373,13 +374,24 @@ class Encoder:
             message_index=i,
         )
 
+    def _inside_open_block(self, prompt: str) -> bool:
+        opener, closer = self.family.reasoning_open, self.family.reasoning_close
+        return bool(opener and closer) and prompt.rfind(opener) > prompt.rfind(closer)
+
+    def _format_fits(self, prompt: str) -> bool:
+        """A reasoning format that opens its own block (``<think>\n{reasoning}...``) fits after any prompt; one
+        that only closes it (``{reasoning}</think>``) fits only where the prompt ends inside an open block
+        (DeepSeek-V3.1 opens none after tool outputs: there its reasoning has no place)."""
+        opener = self.family.reasoning_open
+        return not opener or opener in self.family.reasoning_format or self._inside_open_block(prompt)
+
     def _close_open_block(self, prompt: str, completion: str, i: int) -> tuple[str, bool]:
         """A prompt ending inside an open reasoning block (QwQ's ``<think>\n``; Gemma-4's
         ``<|channel>thought\n`` after a tool response) is followed at inference by reasoning and the block's
         close. A turn without reasoning whose rendering never closes it gets the family's format with empty
         reasoning; with no format, training the answer inside the open block would be silent, so it raises."""
         opener, closer = self.family.reasoning_open, self.family.reasoning_close
-        if not opener or not closer or prompt.rfind(opener) <= prompt.rfind(closer) or closer in completion:
+        if not self._inside_open_block(prompt) or closer in completion:
             return completion, False
         if self.family.reasoning_format:
             return self.family.reasoning_format.format(reasoning="") + completion, True

@@ -613,7 +613,23 @@ def expected_reasoning_error(case: Case, conv: Conversation) -> set[str] | None:
         return {"reasoning-thinking-off", "reasoning-dropped"}
     if not reasoning_supported(case):
         return {"reasoning-dropped"}
+    if not template_renders_reasoning(case):
+        # The family's format applies where it fits the prompt: a format that only closes a block
+        # ('{reasoning}</think>') needs a prompt ending inside an open one (DeepSeek-V3.1 opens none after tool
+        # outputs), judged on apply_chat_template's prompt for the turn.
+        oracle = Oracle(case, conv)
+        for i in conv.trained():
+            if (conv.meta[i].reasoning or "").strip() and not format_fits(case, oracle.prompt(i)):
+                return {"reasoning-dropped"}
     return None
+
+
+def format_fits(case: Case, prompt: str) -> bool:
+    family = case.family
+    opener, closer = family.reasoning_open, family.reasoning_close
+    if not opener or opener in family.reasoning_format:
+        return True
+    return prompt.rfind(opener) > prompt.rfind(closer)
 
 
 def oracle_failure(case: Case, conv: Conversation) -> Exception | None:
