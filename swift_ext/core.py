@@ -313,7 +313,8 @@ class Encoder:
         bounds = self.tokens.boundaries(gen_prompt)
         head = gen_prompt[: bounds[0]] if bounds else gen_prompt
         best, best_shared = -1, -1
-        start = rendering.find(head)
+        # The rewrite is inside the history, so the turn starts after the first place the two histories part.
+        start = rendering.find(head, common_prefix_len(history, rendering))
         while head and start >= 0:
             shared = common_suffix_len(history, rendering[:start])
             if shared >= best_shared:
