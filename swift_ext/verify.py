@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .core import Encoder, get_encoder
+from .core import Encoder, _extends, get_encoder
 from .errors import ParityError, VerificationError
 from .families import Family
 from .messages import parse_messages
@@ -67,7 +67,7 @@ def _verify(encoder: Encoder, raw_messages, samples, tools, chat_template_kwargs
             prompt_ids = encoder.tokens.encode_whole(prompt)
             _check_prefix(encoder, sample.input_ids[: span.label_start], prompt_ids, number, i)
             _check_completion(encoder, sample, span, messages[i], number)
-            if span is sample.turns[0] and previous is not None and _starts_with(prompt_ids, previous.input_ids):
+            if span is sample.turns[0] and previous is not None and _extends(prompt_ids, previous.input_ids):
                 raise VerificationError(
                     f"sample {number} starts a new sample although turn {i}'s prompt extends sample {number - 1}",
                     rule="I4-fewest-samples", message_index=i,
@@ -131,6 +131,3 @@ def _check_completion(encoder: Encoder, sample: Sample, span, message, number: i
                                 message_index=i)
     Encoder._check_rendered(text, message, i)
 
-
-def _starts_with(ids: list[int], prefix: list[int]) -> bool:
-    return len(ids) >= len(prefix) and ids[: len(prefix)] == prefix

@@ -81,24 +81,28 @@ ROWS = [
 
 
 # ------------------------------------------------------------------ tiny models and the inference oracle
-def build_tiny_model(fixture_name: str, out_dir: Path, arch: str = "qwen3") -> Path:
-    """A randomly initialised one-layer model beside a copy of the fixture's tokenizer files (no download)."""
+def _tiny_config(fixture_name: str, out_dir: Path, arch: str, **extra):
+    """Copy the fixture's tokenizer files into ``out_dir``; return a one-layer config sized to its vocabulary."""
     import shutil
 
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+    from transformers import LlamaConfig, Qwen3Config
 
-    src = fixture(fixture_name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for item in src.iterdir():
+    for item in fixture(fixture_name).iterdir():
         shutil.copyfile(item, out_dir / item.name)
-    tok = load_tokenizer(fixture_name)
     config_cls = {"qwen3": Qwen3Config, "llama": LlamaConfig}[arch]
-    config = config_cls(
-        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=8, max_position_embeddings=4096, tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )
+    return config_cls(vocab_size=len(load_tokenizer(fixture_name)), hidden_size=16, intermediate_size=32,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8, **extra)
+
+
+def build_tiny_model(fixture_name: str, out_dir: Path, arch: str = "qwen3") -> Path:
+    """A randomly initialised one-layer model beside a copy of the fixture's tokenizer files (no download)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(fixture_name)
+    config = _tiny_config(fixture_name, out_dir, arch, max_position_embeddings=4096, tie_word_embeddings=True,
+                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(str(out_dir))
     return out_dir
@@ -106,18 +110,7 @@ def build_tiny_model(fixture_name: str, out_dir: Path, arch: str = "qwen3") -> P
 
 def build_tokenizer_dir(fixture_name: str, out_dir: Path, arch: str = "qwen3") -> Path:
     """Fixture tokenizer files plus a tiny config.json: enough for ms-swift's ``load_model=False``."""
-    import shutil
-
-    from transformers import LlamaConfig, Qwen3Config
-
-    src = fixture(fixture_name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for item in src.iterdir():
-        shutil.copyfile(item, out_dir / item.name)
-    tok = load_tokenizer(fixture_name)
-    config_cls = {"qwen3": Qwen3Config, "llama": LlamaConfig}[arch]
-    config_cls(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-               num_attention_heads=2, num_key_value_heads=1, head_dim=8).save_pretrained(str(out_dir))
+    _tiny_config(fixture_name, out_dir, arch).save_pretrained(str(out_dir))
     return out_dir
 
 
