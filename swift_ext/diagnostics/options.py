@@ -30,8 +30,9 @@ class EncodeOptions:
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, metavar: str = "MODEL") -> None:
     parser.add_argument("model", metavar=metavar,
-                        help="model/tokenizer folder, a .jinja chat template, or a fixture name (qwen3, gemma4, ...)")
-    parser.add_argument("--tokenizer", help="tokenizer folder or fixture name for a bare .jinja template")
+                        help="model/tokenizer folder, a .jinja chat template, a Hub id, or fixture:NAME (a demo "
+                             "copy of a real tokenizer: fixture:qwen3, fixture:gemma4, ...)")
+    parser.add_argument("--tokenizer", help="tokenizer for a bare .jinja template (folder, Hub id or fixture:NAME)")
     parser.add_argument("--family", help="family description to use instead of detection (e.g. qwen3)")
 
 

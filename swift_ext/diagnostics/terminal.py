@@ -272,4 +272,4 @@ def print_all(console: Console, renderables: list[Any]) -> None:
 
 def print_error(console: Console, command: str, message: str) -> None:
     """An error line, printed as plain text: rule names in brackets must not be read as rich markup."""
-    console.print(Text(f"swift-ext {command}: {message}", style="red"))
+    console.print(Text(f"swift-ext {command}: {message}", style="red"), soft_wrap=True)  # one line, unwrapped

