@@ -35,17 +35,20 @@ from .errors import (
     ReasoningDroppedError,
     TemplateRenderError,
     VerificationError,
+    unexpected,
 )
 from .families import Family, resolve_family
-from .messages import parse_messages
+from .messages import content_text, parse_messages, parse_tools
 from .render import ChatRenderer, template_of, tokenizer_template_kwargs
-from .text import common_prefix_len, common_suffix_len
+from .template_facts import reads_content_parts
+from .text import common_prefix_len, common_suffix_len, suffix_prefix_overlap
 from .tokens import SegmentTokenizer
 from .types import IGNORE_INDEX, EncodeStats, Message, Sample, TurnSpan
 
 REASONING_POLICIES = ("error", "drop")
 HISTORY_POLICIES = ("template", "keep")
 TRAIN_TURNS = ("all", "last")
+ARGUMENTS_POLICIES = ("parse", "verbatim")
 
 
 @dataclass
@@ -58,6 +61,19 @@ class _Turn:
     spliced: bool
     reasoning_formatted: bool
     reasoning_dropped: bool
+
+
+@dataclass(frozen=True)
+class _TurnText:
+    """A turn's rendering and where the text the model generated starts in it."""
+
+    rendering: str
+    start: int
+    spliced: bool
+
+    @property
+    def completion(self) -> str:
+        return self.rendering[self.start:]
 
 
 def default_stop_strings(tokenizer: Any) -> tuple[str, ...]:
@@ -111,6 +127,8 @@ class Encoder:
                 rule="no-stop-strings",
             )
         self.tokens = SegmentTokenizer(tokenizer, split_on=self.template + "".join(self.stop_strings))
+        self.content_parts = reads_content_parts(self.template)
+        """The template loops over message content: text parts reach it as parts, else joined (as vLLM does)."""
         _warn_if_lossy(self.tokens)
 
     # ------------------------------------------------------------------ encode
@@ -123,26 +141,31 @@ class Encoder:
         reasoning_policy: str = "error",
         history_reasoning: str = "template",
         train_turns: str = "all",
+        arguments_policy: str = "parse",
         conversation_index: int | None = None,
         stats: EncodeStats | None = None,
     ) -> list[Sample]:
         try:
             with self.renderer.memo():
-                return self._encode(
-                    messages, tools, chat_template_kwargs, reasoning_policy, history_reasoning, train_turns, stats
-                )
+                return self._encode(messages, tools, chat_template_kwargs, reasoning_policy, history_reasoning,
+                                    train_turns, arguments_policy, stats)
         except ParityError as exc:
             raise exc.with_conversation(conversation_index) from None
+        except Exception as exc:  # a bug or an unforeseen input: one row's error, never a raw crash mid-dataset
+            raise unexpected(exc, conversation_index) from exc
 
     def _encode(self, raw_messages, tools, chat_template_kwargs, reasoning_policy, history_reasoning, train_turns,
-                stats) -> list[Sample]:
+                arguments_policy, stats) -> list[Sample]:
         _check_choice("reasoning_policy", reasoning_policy, REASONING_POLICIES)
         _check_choice("train_turns", train_turns, TRAIN_TURNS)
+        _check_choice("arguments_policy", arguments_policy, ARGUMENTS_POLICIES)
         messages = parse_messages(raw_messages)
+        tools = parse_tools(tools)
         kwargs = self.template_kwargs(chat_template_kwargs, history_reasoning)
-        dicts = [self.template_message(m) for m in messages]
+        dicts = [self.template_message(m, arguments_policy=arguments_policy) for m in messages]
         trained = self.trained_turns(messages, train_turns)
-        turns = [self._derive_turn(messages, dicts, i, tools, kwargs, reasoning_policy) for i in trained]
+        turns = [self._derive_turn(messages, dicts, i, tools, kwargs, reasoning_policy, arguments_policy)
+                 for i in trained]
         samples = self._assemble(turns)
         if stats is not None:
             self._count(stats, samples, turns, dicts, tools, kwargs)
@@ -152,6 +175,9 @@ class Encoder:
     def template_kwargs(self, chat_template_kwargs: Mapping[str, Any] | None, history_reasoning: str) -> dict:
         """Template kwargs for a history-reasoning policy (``keep`` uses the template's own switch)."""
         _check_choice("history_reasoning", history_reasoning, HISTORY_POLICIES)
+        if chat_template_kwargs is not None and not isinstance(chat_template_kwargs, Mapping):
+            raise InputError(f"chat_template_kwargs must be a mapping such as {{'enable_thinking': False}}, got "
+                             f"{type(chat_template_kwargs).__name__}", rule="input-kwargs-type")
         kwargs = dict(chat_template_kwargs or {})
         if history_reasoning == "keep":
             if self.family.keep_history_kwarg is None:
@@ -172,15 +198,23 @@ class Encoder:
             turns = [i for i in turns if i == last]
         if not turns:
             raise InputError("no assistant turn is trained (all have loss: false)", rule="I5-zero-label")
+        for i in turns:
+            message = messages[i]
+            if message.content in (None, []) and message.reasoning is None and not message.tool_calls:
+                raise InputError(
+                    "the assistant turn has no content (null), reasoning or tool calls: there is nothing to train. "
+                    "Give it content (\"\" if the model should answer with nothing at all), or keep it as context "
+                    "with loss: false", rule="input-empty-turn", message_index=i)
         return turns
 
-    def template_message(self, message: Message, *, drop_reasoning: bool = False) -> dict[str, Any]:
+    def template_message(self, message: Message, *, drop_reasoning: bool = False,
+                         arguments_policy: str = "parse") -> dict[str, Any]:
         """The dict the chat template sees for one message, in the family's field names."""
         # A None value means "absent", as transformers >= 5.2x and OpenAI-style servers treat it (5.19 would
         # render the text 'None' into GLM-4.7's history).
         out: dict[str, Any] = {"role": message.role}
         if message.content is not None:
-            out["content"] = message.content
+            out["content"] = self._content(message.content)
         reasoning = None if drop_reasoning else message.reasoning
         if reasoning is not None:
             # The names transformers itself passes reasoning under, plus the family's own.
@@ -189,7 +223,7 @@ class Encoder:
             if self.family.reasoning_field:
                 out[self.family.reasoning_field] = reasoning
         if message.tool_calls:
-            out["tool_calls"] = [self._tool_call(call) for call in message.tool_calls]
+            out["tool_calls"] = [self._tool_call(call, arguments_policy) for call in message.tool_calls]
         if message.tool_call_id is not None:
             out["tool_call_id"] = message.tool_call_id
         if message.name is not None:
@@ -199,16 +233,28 @@ class Encoder:
                 out.setdefault(key, value)
         return out
 
-    def _tool_call(self, call: Any) -> dict[str, Any]:
+    def _content(self, content: str | list[Any]) -> str | list[Any]:
+        """Content as an OpenAI-compatible server hands it to this template (vLLM's chat endpoint): text parts
+        joined by a newline unless the template loops over content parts itself; media parts always as parts,
+        for the template (or the model's processor) to place."""
+        if isinstance(content, str) or self.content_parts:
+            return content
+        if all(part.get("type") == "text" for part in content):
+            return content_text(content)
+        return content
+
+    def _tool_call(self, call: Any, arguments_policy: str = "parse") -> dict[str, Any]:
+        """The call as the template receives it. ``parse`` (default) is what vLLM's chat endpoint does: JSON-text
+        arguments become an object; a template that concatenates text (family ``tool_arguments = "json"``) gets
+        that object serialised. ``verbatim`` keeps the JSON text as written wherever the template accepts text."""
         form = self.family.tool_arguments
+        verbatim = arguments_policy == "verbatim" and call.arguments_json is not None
         if form == "dict":
             arguments: Any = call.arguments
         elif form == "json":
-            arguments = call.arguments_json if call.arguments_json is not None else json.dumps(
-                call.arguments, ensure_ascii=False
-            )
+            arguments = call.arguments_json if verbatim else json.dumps(call.arguments, ensure_ascii=False)
         else:
-            arguments = call.arguments_json if call.arguments_json is not None else call.arguments
+            arguments = call.arguments_json if verbatim else call.arguments
         function = {"name": call.name, "arguments": arguments}
         out: dict[str, Any] = {"type": call.type, "function": function}
         if call.id is not None:
@@ -228,7 +274,7 @@ class Encoder:
             ) from None
 
     # ------------------------------------------------------------------- turns
-    def _derive_turn(self, messages, dicts, i, tools, kwargs, reasoning_policy) -> _Turn:
+    def _derive_turn(self, messages, dicts, i, tools, kwargs, reasoning_policy, arguments_policy="parse") -> _Turn:
         message = messages[i]
         prompt = self.render(dicts, tools, kwargs, add_generation_prompt=True, upto=i)
         thinking = self.family.thinking_enabled(kwargs)
@@ -243,18 +289,19 @@ class Encoder:
                     message_index=i,
                 )
             dicts = list(dicts)
-            dicts[i] = self.template_message(message, drop_reasoning=True)
+            dicts[i] = self.template_message(message, drop_reasoning=True, arguments_policy=arguments_policy)
             dropped = True
         try:
-            raw, spliced = self._turn_text(dicts, i, prompt, tools, kwargs)
+            text = self._turn_text(dicts, i, prompt, tools, kwargs)
         except ReasoningDroppedError:
             if not (message.reasoning and reasoning_policy == "drop"):
                 raise
             dicts = list(dicts)
-            dicts[i] = self.template_message(message, drop_reasoning=True)
-            raw, spliced = self._turn_text(dicts, i, prompt, tools, kwargs)
+            dicts[i] = self.template_message(message, drop_reasoning=True, arguments_policy=arguments_policy)
+            text = self._turn_text(dicts, i, prompt, tools, kwargs)
             dropped = True
-        completion = self._cut_at_stop(raw, message, i)
+        completion = self._cut_at_stop(text.completion, message, i)
+        self._check_calls_rendered(dicts, i, tools, kwargs, text, len(completion), message)
         formatted = False
         if message.reasoning and message.reasoning.strip() and not dropped:
             completion, formatted, dropped = self._restore_reasoning(prompt, completion, message, i, thinking,
@@ -262,15 +309,20 @@ class Encoder:
         completion, closed = self._close_open_block(prompt, completion, i)
         formatted = formatted or closed
         self._check_rendered(completion, message, i)
-        if spliced:
+        if text.spliced:
             _check_no_foreign_text(completion, messages, i)
-        return _Turn(i, prompt, completion, spliced, formatted, dropped)
+        return _Turn(i, prompt, completion, text.spliced, formatted, dropped)
 
-    def _turn_text(self, dicts, i, prompt, tools, kwargs) -> tuple[str, bool]:
-        """The text the model generated for turn i (before the stop cut), and whether it was spliced."""
+    def _turn_text(self, dicts, i, prompt, tools, kwargs) -> _TurnText:
+        """The text the model generated for turn i (before the stop cut), and where it sits in the rendering.
+
+        The completion is the turn's text after its longest overlap with the generation prompt: the header they
+        share, and then whatever the prompt's tail already holds of the turn (DeepSeek-V3.2's thinking-off prompt
+        ends ``<think></think>`` where the turn renders a bare ``</think>``): the model never writes it again.
+        """
         rendering = self.render(dicts, tools, kwargs, add_generation_prompt=False, upto=i + 1)
         if rendering.startswith(prompt):
-            return rendering[len(prompt):], False
+            return _TurnText(rendering, len(prompt), False)
         history = self.render(dicts, tools, kwargs, add_generation_prompt=False, upto=i)
         if not prompt.startswith(history):
             raise TemplateRenderError(
@@ -281,11 +333,20 @@ class Encoder:
             )
         gen_prompt = prompt[len(history):]
         if rendering.startswith(history):
-            turn = rendering[len(history):]
+            turn_start = len(history)
         else:
-            turn = self._locate_turn(rendering, gen_prompt, history, i, prompt)
-        shared = self._shared_header(turn, gen_prompt)
-        completion, leftover = turn[shared:], gen_prompt[shared:]
+            turn_start = self._locate_turn(rendering, gen_prompt, history, i, prompt)
+        turn = rendering[turn_start:]
+        # Both cuts fall on token boundaries of the turn's text: a shared '<' of '<think>' and '</think>'
+        # (DeepSeek-V3.1) is no overlap, but '<think>\n' of a prompt ending '<think>\n\n' is.
+        bounds = {0, *self.tokens.boundaries(turn)}
+        shared = max(end for end in bounds if end <= common_prefix_len(turn, gen_prompt))
+        leftover = gen_prompt[shared:]
+        overlap = suffix_prefix_overlap(leftover, turn[shared:])
+        while overlap and (shared + overlap not in bounds or not leftover.endswith(turn[shared:shared + overlap])):
+            overlap -= 1
+        shared += overlap
+        completion = turn[shared:]
         if leftover.strip() and leftover.strip() in completion:
             raise ReasoningDroppedError(
                 f"the generation prompt already holds {leftover!r}, which the turn's own rendering writes after "
@@ -294,15 +355,10 @@ class Encoder:
                 rule="reasoning-thinking-off",
                 message_index=i,
             )
-        return completion, shared < len(gen_prompt)
+        return _TurnText(rendering, turn_start + shared, shared < len(gen_prompt))
 
-    def _shared_header(self, turn: str, gen_prompt: str) -> int:
-        """Length of the longest run of whole generation-prompt tokens the turn's rendering starts with."""
-        shared = common_prefix_len(turn, gen_prompt)
-        return max((end for end in [0, *self.tokens.boundaries(gen_prompt)] if end <= shared), default=0)
-
-    def _locate_turn(self, rendering: str, gen_prompt: str, history: str, i: int, prompt: str) -> str:
-        """Find turn i's text in a rendering whose history differs from the prompt's.
+    def _locate_turn(self, rendering: str, gen_prompt: str, history: str, i: int, prompt: str) -> int:
+        """Where turn i's text starts in a rendering whose history differs from the prompt's.
 
         The rewrite (a past turn's reasoning dropped, say) is somewhere inside the
         history; what comes right before the turn, the rendering of the message it
@@ -327,7 +383,7 @@ class Encoder:
                 rule="turn-not-located",
                 message_index=i,
             )
-        return rendering[best:]
+        return best
 
     def _cut_at_stop(self, raw: str, message: Message, i: int) -> str:
         cut = None
@@ -349,14 +405,17 @@ class Encoder:
         )
 
     def _restore_reasoning(self, prompt, completion, message, i, thinking, reasoning_policy) -> tuple[str, bool, bool]:
-        """Make sure the turn's reasoning is in its completion, or say why not."""
+        """Make sure the turn's reasoning is in its completion, or say why not.
+
+        The family's format is written only as far as the prompt has not written it already: after DeepSeek-R1's
+        ``<think>\n`` prompt the model writes ``{reasoning}\n</think>\n\n``, not a second ``<think>``."""
         reasoning = message.reasoning
         if _rendered_beyond(reasoning.strip(), completion, message):
             return completion, False, False
         family = self.family
         if thinking is not False and family.reasoning_format and self._format_fits(prompt):
-            text = family.reasoning_format.format(reasoning=reasoning)
-            placeholder = family.reasoning_placeholder
+            text = self._unwritten(prompt, family.reasoning_format.format(reasoning=reasoning))
+            placeholder = family.reasoning_placeholder and self._unwritten(prompt, family.reasoning_placeholder)
             if placeholder and placeholder in completion:
                 return completion.replace(placeholder, text, 1), True, False
             return text + completion, True, False
@@ -375,31 +434,41 @@ class Encoder:
             message_index=i,
         )
 
-    def _inside_open_block(self, prompt: str) -> bool:
-        opener, closer = self.family.reasoning_open, self.family.reasoning_close
-        return bool(opener and closer) and prompt.rfind(opener) > prompt.rfind(closer)
+    def _open_block(self, prompt: str) -> tuple[str, str] | None:
+        """The reasoning block the generation prompt opens (its open and close tags), or None."""
+        return open_block(prompt, self.family.reasoning_tags)
+
+    def _unwritten(self, prompt: str, text: str) -> str:
+        """``text`` less what the prompt's tail already wrote of it: only a prefix that covers the opening tag of
+        the block the prompt leaves open counts (a lone shared newline is not an overlap)."""
+        block = self._open_block(prompt)
+        if block is None or not text.startswith(block[0]):
+            return text
+        overlap = suffix_prefix_overlap(prompt, text)
+        return text[overlap:] if overlap >= len(block[0]) else text
 
     def _format_fits(self, prompt: str) -> bool:
         """A reasoning format that opens its own block (``<think>\n{reasoning}...``) fits after any prompt; one
         that only closes it (``{reasoning}</think>``) fits only where the prompt ends inside an open block
         (DeepSeek-V3.1 opens none after tool outputs: there its reasoning has no place)."""
         opener = self.family.reasoning_open
-        return not opener or opener in self.family.reasoning_format or self._inside_open_block(prompt)
+        return not opener or opener in self.family.reasoning_format or self._open_block(prompt) is not None
 
     def _close_open_block(self, prompt: str, completion: str, i: int) -> tuple[str, bool]:
-        """A prompt ending inside an open reasoning block (QwQ's ``<think>\n``; Gemma-4's
+        """A prompt ending inside an open reasoning block (QwQ's and DeepSeek-R1's ``<think>\n``; Gemma-4's
         ``<|channel>thought\n`` after a tool response) is followed at inference by reasoning and the block's
         close. A turn without reasoning whose rendering never closes it gets the family's format with empty
-        reasoning; with no format, training the answer inside the open block would be silent, so it raises."""
-        opener, closer = self.family.reasoning_open, self.family.reasoning_close
-        if not self._inside_open_block(prompt) or closer in completion:
+        reasoning (as far as the prompt has not written it). Without a format, the template has not shown how the
+        block closes, and training the answer inside it would be a guess: it raises."""
+        block = self._open_block(prompt)
+        if block is None or block[1] in completion:
             return completion, False
-        if self.family.reasoning_format:
-            return self.family.reasoning_format.format(reasoning="") + completion, True
+        if self.family.reasoning_format and (self.family.reasoning_open, self.family.reasoning_close) == block:
+            return self._unwritten(prompt, self.family.reasoning_format.format(reasoning="")) + completion, True
         raise ReasoningDroppedError(
-            f"the generation prompt ends inside an open reasoning block ({opener!r}) that the turn's rendering "
+            f"the generation prompt ends inside an open reasoning block ({block[0]!r}) that the turn's rendering "
             f"never closes ({completion[:60]!r}), and the {self.family.name!r} family gives no format for it; "
-            "give the turn its reasoning",
+            "give the turn its reasoning, or describe the template's family",
             rule="reasoning-block-open",
             message_index=i,
         )
@@ -408,22 +477,54 @@ class Encoder:
     def _check_rendered(completion: str, message: Message, i: int) -> None:
         """The completion must hold the turn's answer and tool calls: a template that
         drops them would otherwise train the model to say nothing."""
-        if isinstance(message.content, str) and message.content.strip():
-            if message.content.strip() not in completion:
-                raise TemplateRenderError(
-                    f"the turn's content {message.content.strip()[:60]!r} is not in what the template renders for "
-                    f"it ({completion[:80]!r})",
-                    rule="I2-content-not-rendered",
-                    message_index=i,
-                )
+        answer = content_text(message.content).strip()
+        if answer and answer not in completion:
+            raise TemplateRenderError(
+                f"the turn's content {answer[:60]!r} is not in what the template renders for it ({completion[:80]!r})",
+                rule="I2-content-not-rendered",
+                message_index=i,
+            )
+        masked = completion
+        for text in _texts(message, calls=False):  # a name the answer or reasoning mentions is not a call
+            masked = masked.replace(text, "")
         for call in message.tool_calls:
-            if call.name not in completion:
+            if call.name not in masked:
                 raise TemplateRenderError(
                     f"the template does not render the turn's tool call {call.name!r} (some templates render "
                     "the call's id instead of its name: Kimi-K2 expects ids like 'functions.NAME:0')",
                     rule="template-drops-tool-calls",
                     message_index=i,
                 )
+
+    def _check_calls_rendered(self, dicts, i, tools, kwargs, text: _TurnText, length: int, message: Message) -> None:
+        """Every call of a turn with several must be rendered, inside the completion.
+
+        Rendering the turn with its first k calls and with its first k + 1 shows where call k's text is; it must
+        lie within the completion (before the stop string). gpt-oss renders only the first call of a message
+        (harmony has one call per message) and would otherwise train the other calls away without a word."""
+        calls = dicts[i].get("tool_calls") or []
+        if len(calls) < 2:
+            return
+        start, end = text.start, text.start + length
+        variant = list(dicts[: i + 1])
+        previous = None
+        for k in range(1, len(calls) + 1):
+            if k == len(calls):
+                current = text.rendering
+            else:
+                variant[i] = {**dicts[i], "tool_calls": calls[:k]}
+                current = self.render(variant, tools, kwargs, add_generation_prompt=False, upto=i + 1)
+            if previous is not None:
+                at = common_prefix_len(previous, current)
+                if at == len(previous) == len(current) or not start <= at < end:
+                    name = message.tool_calls[k - 1].name
+                    where = "does not render it" if at == len(current) else "renders it outside the turn's completion"
+                    raise TemplateRenderError(
+                        f"the turn makes {len(calls)} tool calls and the template {where}: call {k} "
+                        f"({name!r}) would not be trained (gpt-oss renders one call per message: split such a turn "
+                        "into one assistant message per call)",
+                        rule="template-drops-tool-calls", message_index=i)
+            previous = current
 
     # --------------------------------------------------------------- samples
     def _assemble(self, turns: list[_Turn]) -> list[Sample]:
@@ -475,6 +576,14 @@ class Encoder:
 
 
 # ---------------------------------------------------------------------- helpers
+def open_block(prompt: str, tags: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
+    """The reasoning block a generation prompt leaves open: one whose opening tag ends the prompt (but for
+    whitespace), as QwQ's ``<think>\n``, Kimi-K2.5's ``<think>`` and Gemma-4's ``<|channel>thought\n`` do. A tag
+    elsewhere in the prompt (a user quoting ``<think>``) opens nothing."""
+    tail = prompt.rstrip()
+    return next(((opener, closer) for opener, closer in tags if tail.endswith(opener)), None)
+
+
 _ROUND_TRIP = "Hello world\n  indented code"
 
 
@@ -501,11 +610,11 @@ def _extends(ids: list[int], prefix: list[int]) -> bool:
     return len(ids) >= len(prefix) and ids[: len(prefix)] == prefix
 
 
-def _texts(message: Message, *, reasoning: bool = True) -> list[str]:
+def _texts(message: Message, *, reasoning: bool = True, calls: bool = True) -> list[str]:
     """What a message says, as the template may render it: content, reasoning, tool-call arguments."""
-    texts = [message.content if isinstance(message.content, str) else ""]
+    texts = [content_text(message.content)]
     texts += [message.reasoning or ""] if reasoning else []
-    for call in message.tool_calls:  # once each: as written, else as the template's tojson would write it
+    for call in message.tool_calls if calls else ():  # as written, else as the template's tojson would write it
         texts.append(call.arguments_json if call.arguments_json is not None else json.dumps(call.arguments,
                                                                                            ensure_ascii=False))
     return [t.strip() for t in texts if t and t.strip()]
@@ -575,6 +684,7 @@ def encode(
     reasoning_policy: str = "error",
     history_reasoning: str = "template",
     train_turns: str = "all",
+    arguments_policy: str = "parse",
     conversation_index: int | None = None,
     stats: EncodeStats | None = None,
 ) -> list[Sample]:
@@ -595,6 +705,9 @@ def encode(
             reasoning the template does not render and the family cannot format.
         history_reasoning: ``"template"`` or ``"keep"`` (the template's own switch).
         train_turns: ``"all"`` assistant turns without ``loss: false``, or ``"last"``.
+        arguments_policy: ``"parse"`` (what vLLM's chat endpoint does: JSON-text tool-call arguments are parsed
+            into an object before rendering) or ``"verbatim"`` (the JSON text as written, where the template
+            accepts text).
         conversation_index: the dataset row, named in errors.
         stats: an ``EncodeStats`` to add this conversation's counts to.
 
@@ -605,6 +718,6 @@ def encode(
                           stop_strings=stop_strings)
     return encoder.encode(
         messages, tools, chat_template_kwargs, reasoning_policy=reasoning_policy,
-        history_reasoning=history_reasoning, train_turns=train_turns, conversation_index=conversation_index,
-        stats=stats,
+        history_reasoning=history_reasoning, train_turns=train_turns, arguments_policy=arguments_policy,
+        conversation_index=conversation_index, stats=stats,
     )

@@ -87,3 +87,17 @@ class VerificationError(ParityError):
     """A produced sample breaks one of the invariants I1-I5."""
 
     rule = "verify"
+
+
+class InternalError(ParityError):
+    """An exception no rule foresaw, raised while encoding one conversation. It stays one row's error (a dataset
+    pass goes on); the original exception is chained as ``__cause__``. Please report it."""
+
+    rule = "internal-error"
+
+
+def unexpected(exc: BaseException, conversation_index: int | None = None) -> InternalError:
+    """Wrap an exception that is not a ``ParityError`` so no raw exception leaves the public API."""
+    detail = f"unexpected {type(exc).__name__}: {str(exc)[:300]} (a swift-ext bug or an unforeseen input; please " \
+             "report it with the row)"
+    return InternalError(detail, conversation_index=conversation_index)

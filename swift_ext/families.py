@@ -27,6 +27,14 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 TOOL_ARGUMENT_FORMS = ("any", "dict", "json")
 
+GENERIC_REASONING_TAGS: tuple[tuple[str, str], ...] = (
+    ("<think>", "</think>"),              # Qwen3, QwQ, DeepSeek-R1, GLM, Kimi, Phi-4, most reasoning models
+    ("<seed:think>", "</seed:think>"),    # Seed-OSS
+    ("<|channel>thought", "<channel|>"),  # Gemma-4
+)
+"""Reasoning-block delimiters known to be in use: a template no family describes is checked against these (a
+generation prompt that leaves one open must be followed by a completion that closes it)."""
+
 
 @dataclass(frozen=True)
 class Family:
@@ -59,6 +67,13 @@ class Family:
     match_contains: tuple[str, ...] = ()
     match_excludes: tuple[str, ...] = ()
     source: str = ""
+
+    @property
+    def reasoning_tags(self) -> tuple[tuple[str, str], ...]:
+        """The (open, close) pairs of the model's reasoning block: the family's own, else the known ones."""
+        if self.reasoning_open and self.reasoning_close:
+            return ((self.reasoning_open, self.reasoning_close),)
+        return GENERIC_REASONING_TAGS
 
     @property
     def parity_template(self) -> str:
@@ -192,4 +207,13 @@ def resolve_family(template: str, family: str | Family | None, *, strict: bool) 
     return GENERIC
 
 
-__all__ = ["Family", "GENERIC", "detect_family", "list_families", "load_family", "resolve_family", "template_sha256"]
+__all__ = [
+    "GENERIC",
+    "GENERIC_REASONING_TAGS",
+    "Family",
+    "detect_family",
+    "list_families",
+    "load_family",
+    "resolve_family",
+    "template_sha256",
+]

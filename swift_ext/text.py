@@ -36,6 +36,15 @@ def common_suffix_len(a: str, b: str) -> int:
     return done
 
 
+def suffix_prefix_overlap(a: str, b: str, limit: int = 4096) -> int:
+    """Length of the longest suffix of ``a`` that is a prefix of ``b`` (the text ``b`` repeats of ``a``'s tail),
+    up to ``limit`` characters (the overlaps looked for are tags and headers, never whole turns)."""
+    for k in range(min(len(a), len(b), limit), 0, -1):
+        if a.endswith(b[:k]):
+            return k
+    return 0
+
+
 # Control strings of chat templates: <|...|>, <|...>, <...|>, <seed:...>, [INST]-style brackets, Gemma-4's <|"|>.
 _CONTROL = re.compile(r"<\|[^<>|\s]{1,40}\|>|<\|[^<>|\s]{1,40}>|<[^<>|\s/]{1,40}\|>|<seed:[a-z_]+>|</seed:[a-z_]+>"
                       r"|\[/?(?:INST|SYSTEM_PROMPT|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS|IMG)\]|<\|\"\|>")

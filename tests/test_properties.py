@@ -46,16 +46,13 @@ from hypothesis.control import currently_in_test_context
 import swift_ext
 from swift_ext import IGNORE_INDEX, ParityError, ReasoningDroppedError
 from swift_ext.dev import testing
-from swift_ext.dev.fixtures import expected_family
+from swift_ext.dev.fixtures import FIXTURE_TABLE, expected_family, is_template_only
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-REAL_TOKENIZER_FAMILIES = (
-    "qwen3", "qwen3_thinking", "qwq", "qwen3_coder", "qwen3_5", "qwen3_6", "deepseek_r1", "deepseek_v3_1",
-    "llama3", "glm4_7", "gpt_oss", "gemma3",
-)
-DERIVED_TOKENIZER_FAMILIES = ("gemma4", "gemma4_e2b", "kimi_k2", "phi4_reasoning", "seed_oss", "mistral_small")
+REAL_TOKENIZER_FAMILIES = tuple(name for name in FIXTURE_TABLE if not is_template_only(name))
+DERIVED_TOKENIZER_FAMILIES = tuple(name for name in FIXTURE_TABLE if is_template_only(name))
 
 MAX_EXAMPLES = int(os.environ.get("SWIFT_EXT_PROPERTY_EXAMPLES", "30"))
 
@@ -106,6 +103,12 @@ class Case:
         return swift_ext.get_encoder(self.tokenizer).family
 
     @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """What ends a turn: the family's stop strings; a template no family describes ends at the tokenizer's eos
+        (as documented for the generic path)."""
+        return self.family.stop_strings or (str(self.tokenizer.eos_token),)
+
+    @property
     def kwargs(self) -> dict[str, Any]:
         return {} if self.mode == "default" else {self.family.thinking_kwarg: self.mode == "on"}
 
@@ -120,9 +123,11 @@ CASES = [Case(name, mode) for name in REAL_TOKENIZER_FAMILIES + DERIVED_TOKENIZE
 
 
 # ------------------------------------------------------------------------------------------------- oracle
-def oracle_render(case: Case, messages: list[dict], tools: list | None, *, gen: bool) -> str:
+def oracle_render(case: Case, messages: list[dict], tools: list | None, *, gen: bool, served: bool = True) -> str:
     # A None value means "absent" (transformers >= 5.2x drops such keys itself; 5.19 would render 'None').
     messages = [{k: v for k, v in m.items() if v is not None} for m in messages]
+    if served:
+        messages = [as_served(case, m) for m in messages]
     return case.tokenizer.apply_chat_template(
         messages, tools=tools, add_generation_prompt=gen, tokenize=False, **case.kwargs
     )
@@ -136,9 +141,26 @@ def decode(case: Case, ids: list[int]) -> str:
     return case.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
+def as_served(case: Case, message: dict) -> dict:
+    """The message as vLLM's chat endpoint hands it to the template: JSON-text tool-call arguments parsed into an
+    object (``_postprocess_messages`` in vllm/entrypoints/chat_utils.py). A template that only renders text
+    arguments (DeepSeek concatenates strings) cannot take that object; it gets the object written back as JSON."""
+    if not message.get("tool_calls"):
+        return message
+    calls = []
+    for call in message["tool_calls"]:
+        arguments = call["function"]["arguments"]
+        if isinstance(arguments, str):
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        if argument_form(case) == "json":
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        calls.append({**call, "function": {**call["function"], "arguments": arguments}})
+    return {**message, "tool_calls": calls}
+
+
 def _try_render(case: Case, messages: list[dict], tools: list | None = None) -> str | None:
     try:
-        return oracle_render(case, messages, tools, gen=False)
+        return oracle_render(case, messages, tools, gen=False, served=False)
     except Exception:  # noqa: BLE001 - a template that raises does not support the probe
         return None
 
@@ -210,7 +232,44 @@ def max_calls_per_turn(case: Case) -> int:
 def renders_content_beside_calls(case: Case) -> bool:
     call = make_call("lookup_x", in_form(case, {}))
     text = _try_render(case, [PROBE_USER, make_assistant(case, "Let me look", None, [call])])
-    return text is not None and "Let me look" in text
+    if text is None:
+        return False
+    # Within the turn: llama.cpp's R1-Distill copy renders the content as a second turn after the calls' stop.
+    start = text.find("lookup_x")
+    ends = [text.find(stop, start) for stop in case.stop_strings if text.find(stop, start) >= 0]
+    return "Let me look" in text[: min(ends)] if ends else "Let me look" in text
+
+
+@cache
+def repeats_calls(case: Case) -> bool:
+    """A second tool-call turn (after an answer and a new query) renders like the first. DeepSeek-R1's template as
+    MAI-DS-R1 ships it never resets its first-call flag, so every later call turn loses its header
+    (test_later_call_turns_are_refused)."""
+    call = make_call("lookup_x", in_form(case, {}), 0)
+    first = [PROBE_USER]
+    later = [PROBE_USER, make_assistant(case, "", None, [call]), {"role": "tool", "tool_call_id": call["id"],
+             "content": "out"}, make_assistant(case, "Done", None, []), {"role": "user", "content": "Again"}]
+    added = []
+    for history in (first, later):
+        before = _try_render(case, history)
+        after = _try_render(case, [*history, make_assistant(case, "", None, [call])])
+        if before is None or after is None or not after.startswith(before):
+            return True  # no way to tell: keep generating
+        added.append(after[len(before):])
+    return added[0] == added[1]
+
+
+@cache
+def chains_calls(case: Case) -> bool:
+    """A tool call made right after tool outputs renders after the history (DeepSeek-R1's template, as MAI-DS-R1
+    ships it, renders it inside the outputs block instead: no generation prompt leads there, and encode refuses it,
+    test_call_after_tool_outputs_is_refused)."""
+    call, again = make_call("lookup_x", in_form(case, {}), 0), make_call("lookup_x", in_form(case, {}), 1)
+    messages = [PROBE_USER, make_assistant(case, "", None, [call]),
+                {"role": "tool", "tool_call_id": call["id"], "content": "out"}]
+    history = _try_render(case, messages)
+    rendering = _try_render(case, [*messages, make_assistant(case, "", None, [again])])
+    return history is not None and rendering is not None and rendering.startswith(history)
 
 
 @cache
@@ -372,7 +431,9 @@ def conversations(draw, case: Case) -> Conversation:
     call_number = 0
     for u in range(n_users):
         messages.append({"role": "user", "content": draw(visible_text(sentinel("u")))})
-        steps = draw(st.integers(0, 2)) if tools_ok else 0
+        steps = draw(st.integers(0, 2 if chains_calls(case) else 1)) if tools_ok else 0
+        if call_number and not repeats_calls(case):
+            steps = 0
         ends_on_call = u == n_users - 1 and steps > 0 and draw(st.integers(0, 3)) == 0
         for step in range(steps):
             calls = []
@@ -459,7 +520,7 @@ class Oracle:
 
 def check_samples(case: Case, conv: Conversation, samples: list[swift_ext.Sample], *, policy: str) -> None:
     oracle = Oracle(case, conv)
-    stops = case.family.stop_strings
+    stops = case.stop_strings
     msgs = conv.messages
     spans = [(k, span) for k, sample in enumerate(samples) for span in sample.turns]
     assert [span.message_index for _, span in spans] == conv.trained(), "every trained turn once, in order"
@@ -526,7 +587,7 @@ def check_turn(case: Case, conv: Conversation, oracle: Oracle, sample: swift_ext
                policy: str) -> None:
     i = span.message_index
     info = conv.meta[i]
-    stops = case.family.stop_strings
+    stops = case.stop_strings
     # I1: the turn's context is exactly what the server feeds the model
     context = sample.input_ids[: span.label_start]
     assert context == oracle.prompt_ids(i), (

