@@ -253,6 +253,12 @@ def audit_renderables(summary: dict[str, Any], label: str, path: str, total: int
         out.append(Text(f"interrupted by {summary['interrupted']} after {summary['rows']:,}{of} rows: the summary "
                         "covers the rows finished", "bold yellow"))
     out.append(Text(f"swift-ext audit · {label} · {path}", "italic"))  # a title would wrap at the table's width
+    forms = summary.get("row_forms") or {}
+    if len(forms) > 1:
+        counts = ", ".join(f"{form}: {n:,}" for form, n in forms.items())
+        out.append(Text(f"warning: the rows mix formats ({counts}); ms-swift reads a file with the preprocessor of "
+                        "one format (rows of the others are dropped or misread): split the file by format",
+                        "bold yellow"))
     table = Table(show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -300,7 +306,7 @@ def _audit_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
 
 def print_all(console: Console, renderables: list[Any]) -> None:
     for item in renderables:
-        console.print(item)
+        console.print(item, soft_wrap=isinstance(item, Text))  # a line of text stays one line (paths, for grep)
 
 
 def print_error(console: Console, command: str, message: str) -> None:
