@@ -62,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"swift-ext {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `swift-ext families | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # a file the user named cannot be read or written (--json, --html, --failures ...)
+        if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"swift-ext {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a user must never see a traceback; a developer can ask for one
         if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
             raise

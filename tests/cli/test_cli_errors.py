@@ -193,3 +193,11 @@ def test_kwargs_json_reaches_the_template(cli, tmp_path: Path) -> None:
     result = cli("encode", "fixture:qwen3", path, "--kwargs", '{"enable_thinking": false}', "--json")
     assert result.code == 0
     assert len(json.loads(result.out)) == 1
+
+
+def test_unwritable_output_file_is_one_line(cli, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SWIFT_EXT_DEBUG")
+    target = tmp_path / "no-such-folder" / "summary.json"
+    result = cli("audit", "fixture:qwen3", data, "--workers", "1", "--no-progress", "--json", target)
+    assert result.code == 2
+    assert result.err.splitlines() == [f"swift-ext audit: No such file or directory: {target}"]
