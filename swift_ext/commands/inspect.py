@@ -15,8 +15,8 @@ from rich.console import Console
 
 from ..diagnostics.html import inspect_page
 from ..diagnostics.inspection import build_view
-from ..diagnostics.options import add_encode_arguments, add_model_arguments, options_from_args
-from ..diagnostics.rows import RowFormatError, read_row
+from ..diagnostics.options import add_encode_arguments, add_model_arguments, non_negative_int, options_from_args
+from ..diagnostics.rows import DatasetError, check_dataset, read_row
 from ..diagnostics.source import SourceError, load_source
 from ..diagnostics.terminal import inspect_renderables, print_all, print_error
 from ..errors import ParityError
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(parser, metavar="MODEL_DIR")
     parser.add_argument("data", metavar="DATA", help="dataset file (.jsonl, .json, .parquet) or saved HF dataset")
-    parser.add_argument("--row", type=int, default=0, help="row number, from 0 (default 0)")
+    parser.add_argument("--row", type=non_negative_int, default=0, help="row number, from 0 (default 0)")
     parser.add_argument("--turn", type=int, help="message index of the turn to compare with inference (default: last)")
     parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
     parser.add_argument("--no-ids", action="store_true", help="hide token ids in the terminal")
@@ -41,9 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     errors = Console(stderr=True)
     try:
+        check_dataset(args.data)
         source = load_source(args.model, args.tokenizer)
         row = read_row(args.data, args.row)
-    except (SourceError, RowFormatError, IndexError, OSError) as exc:
+    except (SourceError, DatasetError, IndexError, OSError) as exc:
         print_error(errors, "inspect", str(exc))
         return 2
     if row.rule is not None:

@@ -102,12 +102,13 @@ def token_views(decode: Any, ids: list[int], labels: list[int] | None = None,
 
 def build_view(source: ModelSource, row: Row, options: EncodeOptions, turn: int | None = None) -> InspectView:
     """Encode and verify ``row``, and pair each trained turn with its independently built inference prompt."""
-    encoder = get_encoder(source.tokenizer, family=options.family, **source.encoder_kwargs())
+    encoder = get_encoder(source.tokenizer, **source.encoder_kwargs(), **options.encoder_kwargs())
     stats = EncodeStats()
     samples = encoder.encode(row.messages, row.tools, options.chat_template_kwargs, conversation_index=row.index,
                              stats=stats, **options.encode_kwargs())
-    verify(source.tokenizer, row.messages, samples, row.tools, options.chat_template_kwargs, family=options.family,
-           history_reasoning=options.history_reasoning, conversation_index=row.index, **source.encoder_kwargs())
+    verify(source.tokenizer, row.messages, samples, row.tools, options.chat_template_kwargs,
+           history_reasoning=options.history_reasoning, conversation_index=row.index, **source.encoder_kwargs(),
+           **options.encoder_kwargs())
     decode = encoder.tokens.decode
     views = [SampleView(n, token_views(decode, s.input_ids, s.labels, s.turns), s.turns) for n, s in enumerate(samples)]
     prompts = [_prompt_view(encoder, source, row, options, n, sample, span)

@@ -1,9 +1,11 @@
-"""Encode settings shared by ``inspect`` and ``audit``, and the CLI flags that set them."""
+"""Encode settings shared by the commands, the CLI flags that set them, and the core's advice in flag spelling."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,10 +21,15 @@ class EncodeOptions:
     reasoning_policy: str = "error"
     history_reasoning: str = "template"
     train_turns: str = "all"
+    stop_strings: tuple[str, ...] | None = None
 
     def encode_kwargs(self) -> dict[str, Any]:
         return {"reasoning_policy": self.reasoning_policy, "history_reasoning": self.history_reasoning,
                 "train_turns": self.train_turns}
+
+    def encoder_kwargs(self) -> dict[str, Any]:
+        """What selects the encoder (``get_encoder`` / ``verify``): family and stop strings."""
+        return {"family": self.family, "stop_strings": self.stop_strings}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -37,25 +44,85 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, metavar: str = "MODE
 
 
 def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--chat-template-kwargs", "--kwargs", type=_json_object, default={}, metavar="JSON",
+    parser.add_argument("--chat-template-kwargs", "--kwargs", type=json_object, default={}, metavar="JSON",
                         help='template kwargs, e.g. \'{"enable_thinking": false}\' (--kwargs as for encode)')
     parser.add_argument("--reasoning-policy", choices=REASONING_POLICIES, default="error",
                         help="reasoning the template cannot render: error (default) or drop (counted)")
     parser.add_argument("--history-reasoning", choices=HISTORY_POLICIES, default="template")
     parser.add_argument("--train-turns", choices=TRAIN_TURNS, default="all")
+    add_stop_strings_argument(parser)
+
+
+def add_stop_strings_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stop-strings", nargs="+", metavar="STRING",
+                        help="what the model generates to end a turn, instead of the family's (e.g. '<|im_end|>')")
 
 
 def options_from_args(args: argparse.Namespace) -> EncodeOptions:
     return EncodeOptions(chat_template_kwargs=dict(args.chat_template_kwargs), family=args.family,
                          reasoning_policy=args.reasoning_policy, history_reasoning=args.history_reasoning,
-                         train_turns=args.train_turns)
+                         train_turns=args.train_turns,
+                         stop_strings=tuple(args.stop_strings) if args.stop_strings else None)
 
 
-def _json_object(text: str) -> dict[str, Any]:
+def json_object(text: str) -> dict[str, Any]:
+    """argparse type: a JSON object (``--kwargs``)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc.msg}") from None
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at column {exc.colno}): {text!r}") from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
+        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"enable_thinking\": false}}', "
+                                         f"got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0 (``--max-length``, ``--workers``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (``--row``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+# ------------------------------------------------------------------ advice in the spelling of the command line
+def _kwargs_flag(match: re.Match) -> str:
+    return f"--kwargs '{{\"{match[1]}\": {match[2].lower()}}}'"
+
+
+CLI_SPELLING: dict[str, str | Callable[[re.Match], str]] = {
+    # The core advises in Python keywords (errors raised by the Python API keep that spelling); a command-line
+    # user reads the flag. Each key is a regex over the core's message, applied in this order.
+    r"reasoning_policy='(\w+)'": r"--reasoning-policy \1",
+    r"history_reasoning='(\w+)'": r"--history-reasoning \1",
+    r"use 'template' \(": "use --history-reasoning template (",
+    r"stop_strings=\[\.\.\.\]": "--stop-strings STRING ...",
+    r"family=\.\.\.": "--family NAME",
+    r"strict=False": "no --family",
+    r"chat_template=\.\.\.": "a .jinja chat template as MODEL (with --tokenizer)",
+    r"\bchat_template_kwargs\b": "--kwargs",
+    # what is left of the form NAME=True/False is a chat-template switch: "thinking is off (enable_thinking=False)"
+    r"\b(\w+)=(True|False)\b": _kwargs_flag,
+}
+
+
+def cli_advice(message: str) -> str:
+    """The core's message with its keyword advice in flag spelling: ``reasoning_policy='drop'`` ->
+    ``--reasoning-policy drop``."""
+    for pattern, replacement in CLI_SPELLING.items():
+        message = re.sub(pattern, replacement, message)
+    return message

@@ -116,6 +116,21 @@ def _prepare_torchrun_env() -> None:
             os.environ["NPROC_PER_NODE"] = "1"
 
 
+INSTALL = ('pip install torch==2.13.0 && pip install -c constraints.txt -e ".[test,llamafactory]" '
+           "&& pip uninstall -y torchvision torchaudio")
+"""README, "LLaMA-Factory 0.9.5": its pins conflict with ms-swift's, so it gets an environment of its own."""
+
+
+def _require_llamafactory() -> None:
+    """One line saying how to install LLaMA-Factory, instead of the ModuleNotFoundError its config reader raises."""
+    import importlib.util
+
+    for module in ("llamafactory", "omegaconf"):
+        if importlib.util.find_spec(module) is None:
+            raise UsageError(f"LLaMA-Factory is not installed in this environment (no module {module!r}); it needs "
+                             f"an environment of its own, from a clone of swift-ext: {INSTALL}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``swift-ext lf``: ``argv`` is what follows ``lf`` (``["train", "cfg.yaml", ...]``). Returns an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -127,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command not in COMMANDS:
             raise UsageError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+        _require_llamafactory()
         for var, why in (("USE_V1", "LLaMA-Factory v1 has its own renderer"),
                          ("USE_RAY", "Ray workers do not run swift_ext's registration")):
             if os.environ.get(var, "0").lower() in ("1", "true", "y"):

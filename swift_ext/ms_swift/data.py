@@ -12,10 +12,12 @@ dataset, including ``--dataset file.jsonl``) so that, while a parity template is
   lazy (``--lazy_tokenize true``) and pre-tokenized datasets both keep every sample, and a sample that lost
   all its labels to ``--max_length`` never becomes a row.
 
-Both columns are added to ``RowPreprocessor.standard_keys`` so ms-swift keeps them. Nothing changes while no
-parity template is training (ms-swift's behaviour is then untouched). Rows with no assistant turn (the prompts of
-a GRPO / GKD dataset: ms-swift puts the template in ``train`` mode for those too) and rows whose assistant turns are
-token ids are never expanded.
+A third column, ``swift_ext_row``, names each row of a dataset file (``row 12 (line 14 of train.jsonl)``) so that
+an error the parity template raises for it says which row it is (ms-swift logs the traceback of a failing row
+without its index). The columns are added to ``RowPreprocessor.standard_keys`` so ms-swift keeps them. Nothing
+changes while no parity template is training (ms-swift's behaviour is then untouched). Rows with no assistant
+turn (the prompts of a GRPO / GKD dataset: ms-swift puts the template in ``train`` mode for those too) and rows
+whose assistant turns are token ids are never expanded.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from swift.utils import get_logger
 
 from ..rollout_swift import has_token_id_content
 from .convert import SIDE_CHANNEL
-from .template import SAMPLE_COLUMN, active_training_template
+from .template import ROW_COLUMN, SAMPLE_COLUMN, active_training_template
 
 logger = get_logger()
 
@@ -64,7 +66,8 @@ def _expand(template, row: dict[str, Any]) -> list[dict[str, Any]]:
     if not _has_turn_to_expand(row.get("messages")):
         return [row]
     probe = {k: v for k, v in row.items() if k != SAMPLE_COLUMN}
-    # A ParityError propagates: ms-swift reports the row and drops it (or stops, with --strict true).
+    # A ParityError propagates, naming the row (ROW_COLUMN): ms-swift logs it and drops the row (or stops, with
+    # --strict true).
     samples = template.parity_samples(template._parity_probe_inputs(probe))
     _counts["rows"] += 1
     if not samples:
@@ -84,7 +87,7 @@ def install() -> None:
         return
     if os.environ.get("SWIFT_EXT_KEEP_MESSAGES", "1") == "0":
         return
-    for key in (SIDE_CHANNEL, SAMPLE_COLUMN):
+    for key in (SIDE_CHANNEL, SAMPLE_COLUMN, ROW_COLUMN):
         if key not in RowPreprocessor.standard_keys:
             RowPreprocessor.standard_keys.append(key)
     # Cached preprocessing from before the hook would lack the new columns.
@@ -116,6 +119,45 @@ def install() -> None:
     preprocess.__wrapped__ = original
     MessagesPreprocessor.preprocess = preprocess
     MessagesPreprocessor._swift_ext_installed = True
+    _name_file_rows()
+
+
+def _name_file_rows() -> None:
+    """Wrap the ``datasets.load_dataset`` call of ms-swift's loader for dataset files (``--dataset train.jsonl``):
+    while a parity template trains, each row gets ``ROW_COLUMN``, its index and, in JSON lines, its line."""
+    from swift.dataset import loader
+
+    load = loader.hf_load_dataset
+
+    def hf_load_dataset(file_type, *args, data_files=None, **kwargs):
+        dataset = load(file_type, *args, data_files=data_files, **kwargs)
+        if active_training_template() is None or not isinstance(data_files, str):
+            return dataset
+        lines = _line_numbers(data_files) if file_type == "json" else None
+        if lines is not None and hasattr(dataset, "__len__") and len(lines) != len(dataset):
+            lines = None  # not one row per line (a JSON array, a multi-line object): the line cannot be known
+
+        def where(index: int) -> str:
+            known = lines is not None and index < len(lines)
+            return f"row {index} ({f'line {lines[index]} of ' if known else ''}{data_files})"
+
+        if hasattr(dataset, "add_column"):
+            return dataset.add_column(ROW_COLUMN, [where(i) for i in range(len(dataset))])
+        return dataset.map(lambda row, i: {ROW_COLUMN: where(i)}, with_indices=True)  # streaming
+
+    loader.hf_load_dataset = hf_load_dataset
+
+
+def _line_numbers(path: str) -> list[int] | None:
+    """The line of each row of a JSON-lines file: ``datasets`` skips blank (whitespace-only) lines."""
+    try:
+        with open(path, "rb") as fh:
+            numbers = [n for n, line in enumerate(fh, 1) if line.strip()]
+            fh.seek(0)
+            array = fh.read(4096).lstrip().removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"[")
+    except OSError:
+        return None
+    return None if array else numbers
 
 
 def counts() -> dict[str, int]:

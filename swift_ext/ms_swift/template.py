@@ -47,9 +47,18 @@ logger = get_logger()
 
 SAMPLE_COLUMN = "swift_ext_sample"
 """Column the data hook adds when it expands a conversation into one row per sample."""
+ROW_COLUMN = "swift_ext_row"
+"""Column the data hook adds to a dataset file's rows: where the row is (``row 12 (line 14 of train.jsonl)``)."""
 
 SUPPORTED_BASE_STRATEGIES = ("default", "last_round")
 _MEDIA_TAG = re.compile(r"(<image>|<video>|<audio>)")
+
+
+def name_row(exc: ParityError, where: str | None) -> ParityError:
+    """ms-swift logs a failing row's traceback without saying which row it was: put the row in the message."""
+    if where and not str(exc).startswith(where):
+        exc.args = (f"{where}: {exc}",)
+    return exc
 
 
 class ParitySampleDropped(MaxLengthError):
@@ -231,7 +240,7 @@ class ParityTemplateMixin:
             )
         except ParityError as exc:
             self._parity_counts[f"error:{exc.rule}"] += 1
-            raise
+            raise name_row(exc, inputs.extra_kwargs.get(ROW_COLUMN)) from None
         out = []
         for sample in samples:
             scales = self._parity_scales(sample, converted.loss_scales)
@@ -270,7 +279,7 @@ class ParityTemplateMixin:
             )
         except ParityError as exc:
             self._parity_counts[f"error:{exc.rule}"] += 1
-            raise
+            raise name_row(exc, inputs.extra_kwargs.get(ROW_COLUMN)) from None
 
     @staticmethod
     def _parity_scales(sample: Sample, loss_scales: dict[int, float]) -> list[float]:

@@ -41,8 +41,12 @@ class CliResult:
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
-    """Run ``swift-ext ARGS`` in this process; returns exit code and captured output."""
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """Run ``swift-ext ARGS`` in this process; returns exit code and captured output.
+
+    ``SWIFT_EXT_DEBUG=1``: an exception no command turned into a message of its own fails the test with its
+    traceback instead of becoming cli.main's one-line exit 2 (tests assert the specific messages)."""
+    monkeypatch.setenv("SWIFT_EXT_DEBUG", "1")
 
     def run(*argv: str) -> CliResult:
         capsys.readouterr()

@@ -32,7 +32,7 @@ ROWS: list[tuple[Any, Any]] = [
     ({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hey there."}]},
      ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey there."}], None)),
     ("{this is not json", "input-bad-json"),
-    ({"text": "no conversation here"}, "input-missing-messages"),
+    ({"note": "no conversation here"}, "input-missing-messages"),
     ({"messages": [HI[0], {**HI[1], "loss": False}]}, ([HI[0], {**HI[1], "loss": False}], None)),
     ({"messages": [HI[0], {"role": "wizard", "content": "Abracadabra."}]},
      ([HI[0], {"role": "wizard", "content": "Abracadabra."}], None)),
