@@ -113,14 +113,17 @@ def test_deep_json_line_is_a_failed_row(cli, tmp_path: Path) -> None:
 
 
 def test_deep_tool_arguments_same_serial_and_parallel(cli, tmp_path: Path) -> None:
-    """900-deep arguments encode in one process; rows go to workers as text, so two workers agree."""
+    """900-deep arguments are one failed row (the core refuses arguments nested past 64 levels), in one process and
+    with two workers alike: rows go to workers as text, so nothing deep is pickled."""
     data = write_lines(tmp_path / "args.jsonl", [line_of(HI), line_of(deep_arguments(900)), line_of(HI)])
-    _, serial, _ = audit(cli, tmp_path, data, "--workers", "1")
+    _, serial, serial_failed = audit(cli, tmp_path, data, "--workers", "1")
     result, parallel, failed = audit(cli, tmp_path, data, "--workers", "2")
-    assert result.code == 0 and not failed
+    assert result.code == 1
+    assert [(f["row"], f["line"], f["rule"]) for f in failed] == [(1, 2, "input-bad-arguments")]
+    assert [(f["row"], f["rule"]) for f in serial_failed] == [(1, "input-bad-arguments")]
     for key in ("rows", "rows_ok", "samples", "emitted_tokens", "trained_tokens"):
         assert parallel[key] == serial[key], key
-    assert serial["rows_ok"] == 3
+    assert serial["rows_ok"] == 2
 
 
 # ------------------------------------------------------------------ dead workers
