@@ -1,6 +1,6 @@
 """The parity core: a conversation in, inference-exact training samples out.
 
-For each trained assistant turn i (generation-prompt splicing, see DESIGN.md):
+For each trained assistant turn i (generation-prompt splicing; the rationale is in ``docs/design.md``):
 
 1. ``G_i`` = render(messages[:i], add_generation_prompt=True): what an
    inference server feeds the model; its tokens are the turn's prompt.
@@ -14,9 +14,12 @@ For each trained assistant turn i (generation-prompt splicing, see DESIGN.md):
 3. Reasoning the template drops is written back in the family's format, or
    raises, or (by request) is dropped and counted.
 4. Consecutive turns share a sample while each next prompt extends the sample
-   token for token; a new sample starts where the template rewrote history.
+   token for token; a new sample starts where the template rewrote history
+   (``samples.SampleBuilder``).
 
-Nothing here imports a training framework.
+The renders come from a ``Conversation`` (``conversation.py``); the checks the
+core shares with ``verify`` live in ``invariants.py``. Nothing here imports a
+training framework.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .conversation import Conversation
 from .errors import (
     InputError,
     ParityError,
@@ -38,17 +42,34 @@ from .errors import (
     unexpected,
 )
 from .families import Family, resolve_family
-from .messages import content_text, parse_messages, parse_tools
+from .invariants import check_no_foreign_text, check_rendered, open_block, rendered_beyond
+from .messages import content_text
+from .options import (
+    ARGUMENTS_POLICIES,
+    HISTORY_POLICIES,
+    REASONING_POLICIES,
+    TRAIN_TURNS,
+    EncodeOptions,
+    HistoryReasoning,
+    ReasoningPolicy,
+    TrainTurns,
+)
 from .render import ChatRenderer, template_of, tokenizer_template_kwargs
+from .samples import SampleBuilder
 from .template_facts import reads_content_parts
-from .text import common_prefix_len, common_suffix_len, suffix_prefix_overlap
+from .text import common_prefix_len, common_suffix_len, first_difference, suffix_prefix_overlap
 from .tokens import SegmentTokenizer
-from .types import IGNORE_INDEX, EncodeStats, Message, Sample, TurnSpan
+from .types import EncodeStats, Message, Sample, TurnSpan
 
-REASONING_POLICIES = ("error", "drop")
-HISTORY_POLICIES = ("template", "keep")
-TRAIN_TURNS = ("all", "last")
-ARGUMENTS_POLICIES = ("parse", "verbatim")
+__all__ = [
+    "ARGUMENTS_POLICIES",
+    "HISTORY_POLICIES",
+    "REASONING_POLICIES",
+    "TRAIN_TURNS",
+    "Encoder",
+    "encode",
+    "get_encoder",
+]
 
 
 @dataclass
@@ -138,48 +159,49 @@ class Encoder:
         tools: list[dict[str, Any]] | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         *,
-        reasoning_policy: str = "error",
-        history_reasoning: str = "template",
-        train_turns: str = "all",
-        arguments_policy: str = "parse",
+        options: EncodeOptions | None = None,
+        reasoning_policy: str | None = None,
+        history_reasoning: str | None = None,
+        train_turns: str | None = None,
+        arguments_policy: str | None = None,
         conversation_index: int | None = None,
         stats: EncodeStats | None = None,
     ) -> list[Sample]:
+        """Samples of one conversation (see ``swift_ext.encode``); ``options`` or the policy keywords."""
         try:
+            options = EncodeOptions.of(options, reasoning_policy=reasoning_policy, history_reasoning=history_reasoning,
+                                       train_turns=train_turns, arguments_policy=arguments_policy)
             with self.renderer.memo():
-                return self._encode(messages, tools, chat_template_kwargs, reasoning_policy, history_reasoning,
-                                    train_turns, arguments_policy, stats)
+                return self._encode(self.conversation(messages, tools, chat_template_kwargs, options), stats)
         except ParityError as exc:
             raise exc.with_conversation(conversation_index) from None
         except Exception as exc:  # a bug or an unforeseen input: one row's error, never a raw crash mid-dataset
             raise unexpected(exc, conversation_index) from exc
 
-    def _encode(self, raw_messages, tools, chat_template_kwargs, reasoning_policy, history_reasoning, train_turns,
-                arguments_policy, stats) -> list[Sample]:
-        _check_choice("reasoning_policy", reasoning_policy, REASONING_POLICIES)
-        _check_choice("train_turns", train_turns, TRAIN_TURNS)
-        _check_choice("arguments_policy", arguments_policy, ARGUMENTS_POLICIES)
-        messages = parse_messages(raw_messages)
-        tools = parse_tools(tools)
-        kwargs = self.template_kwargs(chat_template_kwargs, history_reasoning)
-        dicts = [self.template_message(m, arguments_policy=arguments_policy) for m in messages]
-        trained = self.trained_turns(messages, train_turns)
-        turns = [self._derive_turn(messages, dicts, i, tools, kwargs, reasoning_policy, arguments_policy)
-                 for i in trained]
+    def conversation(self, messages: Sequence[Mapping[str, Any]], tools: Any = None,
+                     chat_template_kwargs: Mapping[str, Any] | None = None, options: EncodeOptions | None = None,
+                     *, require_assistant: bool = True, check_tool_order: bool = True) -> Conversation:
+        """The conversation parsed and prepared for this template (see ``Conversation.build``)."""
+        return Conversation.build(self, messages, tools, chat_template_kwargs, options,
+                                  require_assistant=require_assistant, check_tool_order=check_tool_order)
+
+    def _encode(self, conversation: Conversation, stats: EncodeStats | None) -> list[Sample]:
+        turns = [self._derive_turn(conversation, i) for i in conversation.trained_turns()]
         samples = self._assemble(turns)
         if stats is not None:
-            self._count(stats, samples, turns, dicts, tools, kwargs)
+            self._count(stats, samples, turns, conversation)
         return samples
 
     # ----------------------------------------------------------- conversation
-    def template_kwargs(self, chat_template_kwargs: Mapping[str, Any] | None, history_reasoning: str) -> dict:
+    def template_kwargs(self, chat_template_kwargs: Mapping[str, Any] | None,
+                        history_reasoning: str | HistoryReasoning) -> dict:
         """Template kwargs for a history-reasoning policy (``keep`` uses the template's own switch)."""
-        _check_choice("history_reasoning", history_reasoning, HISTORY_POLICIES)
+        history = EncodeOptions.of(history_reasoning=history_reasoning).history_reasoning
         if chat_template_kwargs is not None and not isinstance(chat_template_kwargs, Mapping):
             raise InputError(f"chat_template_kwargs must be a mapping such as {{'enable_thinking': False}}, got "
                              f"{type(chat_template_kwargs).__name__}", rule="input-kwargs-type")
         kwargs = dict(chat_template_kwargs or {})
-        if history_reasoning == "keep":
+        if history is HistoryReasoning.KEEP:
             if self.family.keep_history_kwarg is None:
                 raise PolicyError(
                     f"history_reasoning='keep' needs a template switch that keeps past reasoning, and the "
@@ -191,9 +213,9 @@ class Encoder:
         return kwargs
 
     @staticmethod
-    def trained_turns(messages: list[Message], train_turns: str) -> list[int]:
+    def trained_turns(messages: list[Message], train_turns: str | TrainTurns) -> list[int]:
         turns = [i for i, m in enumerate(messages) if m.role == "assistant" and m.train]
-        if train_turns == "last":
+        if EncodeOptions.of(train_turns=train_turns).train_turns is TrainTurns.LAST:
             last = max(i for i, m in enumerate(messages) if m.role == "assistant")
             turns = [i for i in turns if i == last]
         if not turns:
@@ -274,13 +296,14 @@ class Encoder:
             ) from None
 
     # ------------------------------------------------------------------- turns
-    def _derive_turn(self, messages, dicts, i, tools, kwargs, reasoning_policy, arguments_policy="parse") -> _Turn:
-        message = messages[i]
-        prompt = self.render(dicts, tools, kwargs, add_generation_prompt=True, upto=i)
-        thinking = self.family.thinking_enabled(kwargs)
+    def _derive_turn(self, conversation: Conversation, i: int) -> _Turn:
+        message = conversation.messages[i]
+        policy = conversation.options.reasoning_policy
+        prompt = conversation.generation_prompt(i)
+        thinking = self.family.thinking_enabled(conversation.kwargs)
         dropped = False
         if thinking is False and message.reasoning and message.reasoning.strip():
-            if reasoning_policy != "drop":
+            if policy is not ReasoningPolicy.DROP:
                 raise ReasoningDroppedError(
                     f"the turn carries reasoning ({message.reasoning[:40]!r}...) but thinking is off "
                     f"({self.family.thinking_kwarg}=False): a model in non-thinking mode does not generate it. "
@@ -288,46 +311,43 @@ class Encoder:
                     rule="reasoning-thinking-off",
                     message_index=i,
                 )
-            dicts = list(dicts)
-            dicts[i] = self.template_message(message, drop_reasoning=True, arguments_policy=arguments_policy)
+            conversation = conversation.without_reasoning(i)
             dropped = True
         try:
-            text = self._turn_text(dicts, i, prompt, tools, kwargs)
+            text = self._turn_text(conversation, i, prompt)
         except ReasoningDroppedError:
-            if not (message.reasoning and reasoning_policy == "drop"):
+            if not (message.reasoning and policy is ReasoningPolicy.DROP):
                 raise
-            dicts = list(dicts)
-            dicts[i] = self.template_message(message, drop_reasoning=True, arguments_policy=arguments_policy)
-            text = self._turn_text(dicts, i, prompt, tools, kwargs)
+            conversation = conversation.without_reasoning(i)
+            text = self._turn_text(conversation, i, prompt)
             dropped = True
         completion = self._cut_at_stop(text.completion, message, i)
-        self._check_calls_rendered(dicts, i, tools, kwargs, text, len(completion), message)
+        self._check_calls_rendered(conversation, i, text, len(completion))
         formatted = False
         if message.reasoning and message.reasoning.strip() and not dropped:
-            completion, formatted, dropped = self._restore_reasoning(prompt, completion, message, i, thinking,
-                                                                     reasoning_policy)
+            completion, formatted, dropped = self._restore_reasoning(prompt, completion, message, i, thinking, policy)
         completion, closed = self._close_open_block(prompt, completion, i)
         formatted = formatted or closed
-        self._check_rendered(completion, message, i)
+        check_rendered(completion, message, i)
         if text.spliced:
-            _check_no_foreign_text(completion, messages, i)
+            check_no_foreign_text(completion, conversation.messages, i)
         return _Turn(i, prompt, completion, text.spliced, formatted, dropped)
 
-    def _turn_text(self, dicts, i, prompt, tools, kwargs) -> _TurnText:
+    def _turn_text(self, conversation: Conversation, i: int, prompt: str) -> _TurnText:
         """The text the model generated for turn i (before the stop cut), and where it sits in the rendering.
 
         The completion is the turn's text after its longest overlap with the generation prompt: the header they
         share, and then whatever the prompt's tail already holds of the turn (DeepSeek-V3.2's thinking-off prompt
         ends ``<think></think>`` where the turn renders a bare ``</think>``): the model never writes it again.
         """
-        rendering = self.render(dicts, tools, kwargs, add_generation_prompt=False, upto=i + 1)
+        rendering = conversation.rendering(i)
         if rendering.startswith(prompt):
             return _TurnText(rendering, len(prompt), False)
-        history = self.render(dicts, tools, kwargs, add_generation_prompt=False, upto=i)
+        history = conversation.history(i)
         if not prompt.startswith(history):
             raise TemplateRenderError(
                 "the generation prompt does not extend the rendering of the history: "
-                + _first_difference(history, prompt),
+                + first_difference(history, prompt),
                 rule="generation-prompt-not-suffix",
                 message_index=i,
             )
@@ -379,7 +399,7 @@ class Encoder:
         if best < 0 or best_shared == 0:
             raise TemplateRenderError(
                 "cannot find the turn in the template's rendering (history was rewritten and the generation "
-                "prompt's header does not follow the history): " + _first_difference(prompt, rendering),
+                "prompt's header does not follow the history): " + first_difference(prompt, rendering),
                 rule="turn-not-located",
                 message_index=i,
             )
@@ -410,7 +430,7 @@ class Encoder:
         The family's format is written only as far as the prompt has not written it already: after DeepSeek-R1's
         ``<think>\n`` prompt the model writes ``{reasoning}\n</think>\n\n``, not a second ``<think>``."""
         reasoning = message.reasoning
-        if _rendered_beyond(reasoning.strip(), completion, message):
+        if rendered_beyond(reasoning.strip(), completion, message):
             return completion, False, False
         family = self.family
         if thinking is not False and family.reasoning_format and self._format_fits(prompt):
@@ -473,51 +493,26 @@ class Encoder:
             message_index=i,
         )
 
-    @staticmethod
-    def _check_rendered(completion: str, message: Message, i: int) -> None:
-        """The completion must hold the turn's answer and tool calls: a template that
-        drops them would otherwise train the model to say nothing."""
-        answer = content_text(message.content).strip()
-        if answer and answer not in completion:
-            raise TemplateRenderError(
-                f"the turn's content {answer[:60]!r} is not in what the template renders for it ({completion[:80]!r})",
-                rule="I2-content-not-rendered",
-                message_index=i,
-            )
-        masked = completion
-        for text in _texts(message, calls=False):  # a name the answer or reasoning mentions is not a call
-            masked = masked.replace(text, "")
-        for call in message.tool_calls:
-            if call.name not in masked:
-                raise TemplateRenderError(
-                    f"the template does not render the turn's tool call {call.name!r} (some templates render "
-                    "the call's id instead of its name: Kimi-K2 expects ids like 'functions.NAME:0')",
-                    rule="template-drops-tool-calls",
-                    message_index=i,
-                )
-
-    def _check_calls_rendered(self, dicts, i, tools, kwargs, text: _TurnText, length: int, message: Message) -> None:
+    def _check_calls_rendered(self, conversation: Conversation, i: int, text: _TurnText, length: int) -> None:
         """Every call of a turn with several must be rendered, inside the completion.
 
         Rendering the turn with its first k calls and with its first k + 1 shows where call k's text is; it must
         lie within the completion (before the stop string). gpt-oss renders only the first call of a message
         (harmony has one call per message) and would otherwise train the other calls away without a word."""
-        calls = dicts[i].get("tool_calls") or []
+        calls = conversation.dicts[i].get("tool_calls") or []
         if len(calls) < 2:
             return
         start, end = text.start, text.start + length
-        variant = list(dicts[: i + 1])
         previous = None
         for k in range(1, len(calls) + 1):
             if k == len(calls):
                 current = text.rendering
             else:
-                variant[i] = {**dicts[i], "tool_calls": calls[:k]}
-                current = self.render(variant, tools, kwargs, add_generation_prompt=False, upto=i + 1)
+                current = conversation.with_message(i, {**conversation.dicts[i], "tool_calls": calls[:k]}).rendering(i)
             if previous is not None:
                 at = common_prefix_len(previous, current)
                 if at == len(previous) == len(current) or not start <= at < end:
-                    name = message.tool_calls[k - 1].name
+                    name = conversation.messages[i].tool_calls[k - 1].name
                     where = "does not render it" if at == len(current) else "renders it outside the turn's completion"
                     raise TemplateRenderError(
                         f"the turn makes {len(calls)} tool calls and the template {where}: call {k} "
@@ -528,8 +523,7 @@ class Encoder:
 
     # --------------------------------------------------------------- samples
     def _assemble(self, turns: list[_Turn]) -> list[Sample]:
-        samples: list[Sample] = []
-        current: Sample | None = None
+        builder = SampleBuilder()
         for turn in turns:
             prompt_ids = self.tokens.encode(turn.prompt_text)
             completion_ids = self.tokens.encode(turn.completion_text)
@@ -539,35 +533,18 @@ class Encoder:
             if not completion_ids:
                 raise VerificationError("the turn's completion is empty", rule="I5-empty-completion",
                                         message_index=turn.message_index)
-            if current is not None and _extends(prompt_ids, current.input_ids):
-                extra = prompt_ids[len(current.input_ids):]
-                current.input_ids.extend(extra)
-                current.labels.extend([IGNORE_INDEX] * len(extra))
-            else:
-                current = Sample(list(prompt_ids), [IGNORE_INDEX] * len(prompt_ids), [])
-                samples.append(current)
-            start = len(current.input_ids)
-            current.input_ids.extend(completion_ids)
-            current.labels.extend(completion_ids)
-            current.turns.append(
-                TurnSpan(
-                    message_index=turn.message_index,
-                    prompt_end=start,
-                    label_start=start,
-                    label_end=start + len(completion_ids),
-                    completion_text=turn.completion_text,
-                    spliced=turn.spliced,
-                    reasoning_formatted=turn.reasoning_formatted,
-                )
-            )
-        return samples
+            span = TurnSpan(message_index=turn.message_index, prompt_end=0, label_start=0, label_end=0,
+                            completion_text=turn.completion_text, spliced=turn.spliced,
+                            reasoning_formatted=turn.reasoning_formatted)
+            builder.add(prompt_ids, completion_ids, span)
+        return builder.samples
 
-    def _count(self, stats, samples, turns, dicts, tools, kwargs) -> None:
-        full = self.render(dicts, tools, kwargs, add_generation_prompt=False, upto=len(dicts))
+    def _count(self, stats: EncodeStats, samples: list[Sample], turns: list[_Turn],
+               conversation: Conversation) -> None:
         stats.conversations += 1
         stats.samples += len(samples)
         stats.emitted_tokens += sum(len(s) for s in samples)
-        stats.full_render_tokens += len(self.tokens.encode(full))
+        stats.full_render_tokens += len(self.tokens.encode(conversation.full()))
         stats.trained_tokens += sum(s.num_labels for s in samples)
         stats.trained_turns += len(turns)
         stats.spliced_turns += sum(t.spliced for t in turns)
@@ -576,14 +553,6 @@ class Encoder:
 
 
 # ---------------------------------------------------------------------- helpers
-def open_block(prompt: str, tags: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
-    """The reasoning block a generation prompt leaves open: one whose opening tag ends the prompt (but for
-    whitespace), as QwQ's ``<think>\n``, Kimi-K2.5's ``<think>`` and Gemma-4's ``<|channel>thought\n`` do. A tag
-    elsewhere in the prompt (a user quoting ``<think>``) opens nothing."""
-    tail = prompt.rstrip()
-    return next(((opener, closer) for opener, closer in tags if tail.endswith(opener)), None)
-
-
 _ROUND_TRIP = "Hello world\n  indented code"
 
 
@@ -599,58 +568,6 @@ def _warn_if_lossy(tokens: SegmentTokenizer) -> None:
             "tokenizers). Samples are exact for this tokenizer, but it is not the model's.",
             stacklevel=3,
         )
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise PolicyError(f"{name} must be one of {choices}, got {value!r}", rule=f"policy-{name}")
-
-
-def _extends(ids: list[int], prefix: list[int]) -> bool:
-    return len(ids) >= len(prefix) and ids[: len(prefix)] == prefix
-
-
-def _texts(message: Message, *, reasoning: bool = True, calls: bool = True) -> list[str]:
-    """What a message says, as the template may render it: content, reasoning, tool-call arguments."""
-    texts = [content_text(message.content)]
-    texts += [message.reasoning or ""] if reasoning else []
-    for call in message.tool_calls if calls else ():  # as written, else as the template's tojson would write it
-        texts.append(call.arguments_json if call.arguments_json is not None else json.dumps(call.arguments,
-                                                                                           ensure_ascii=False))
-    return [t.strip() for t in texts if t and t.strip()]
-
-
-def _rendered_beyond(text: str, completion: str, message: Message) -> bool:
-    """``text`` occurs in the completion more often than the turn's answer and tool calls account for."""
-    elsewhere = sum(t.count(text) for t in _texts(message, reasoning=False))
-    return completion.count(text) > elsewhere
-
-
-_FOREIGN_MIN_CHARS = 12
-
-
-def _check_no_foreign_text(completion: str, messages: list[Message], i: int) -> None:
-    """A spliced or located turn must not hold another message's text (Gemma-4 renders a tool-call turn's
-    content after the tool responses, where it would land in the next turn's labels)."""
-    own = "\n".join(_texts(messages[i]))
-    for j, other in enumerate(messages):
-        for text in _texts(other) if j != i else ():
-            if len(text) >= _FOREIGN_MIN_CHARS and text in completion and text not in own:
-                raise TemplateRenderError(
-                    f"the text the template renders for turn {i} holds message {j}'s text {text[:40]!r}: the "
-                    "template places that message's content inside this turn, so no completion is exactly what "
-                    "the model generated",
-                    rule="I3-foreign-text",
-                    message_index=i,
-                )
-
-
-def _first_difference(expected: str, actual: str) -> str:
-    at = common_prefix_len(expected, actual)
-    return (
-        f"first difference at character {at}: expected {expected[max(0, at - 30):at + 30]!r}, "
-        f"got {actual[max(0, at - 30):at + 30]!r}"
-    )
 
 
 _ENCODERS: OrderedDict[tuple, Encoder] = OrderedDict()
@@ -681,10 +598,11 @@ def encode(
     family: str | Family | None = None,
     strict: bool = False,
     stop_strings: Sequence[str] | None = None,
-    reasoning_policy: str = "error",
-    history_reasoning: str = "template",
-    train_turns: str = "all",
-    arguments_policy: str = "parse",
+    reasoning_policy: str | None = None,
+    history_reasoning: str | None = None,
+    train_turns: str | None = None,
+    arguments_policy: str | None = None,
+    options: EncodeOptions | None = None,
     conversation_index: int | None = None,
     stats: EncodeStats | None = None,
 ) -> list[Sample]:
@@ -701,13 +619,14 @@ def encode(
         family: a family name (``"qwen3"``) instead of detection.
         strict: raise when no family recognises the template.
         stop_strings: override the family's stop strings.
-        reasoning_policy: ``"error"`` or ``"drop"`` (counted in ``stats``) for
+        reasoning_policy: ``"error"`` (default) or ``"drop"`` (counted in ``stats``) for
             reasoning the template does not render and the family cannot format.
-        history_reasoning: ``"template"`` or ``"keep"`` (the template's own switch).
-        train_turns: ``"all"`` assistant turns without ``loss: false``, or ``"last"``.
-        arguments_policy: ``"parse"`` (what vLLM's chat endpoint does: JSON-text tool-call arguments are parsed
-            into an object before rendering) or ``"verbatim"`` (the JSON text as written, where the template
-            accepts text).
+        history_reasoning: ``"template"`` (default) or ``"keep"`` (the template's own switch).
+        train_turns: ``"all"`` (default) assistant turns without ``loss: false``, or ``"last"``.
+        arguments_policy: ``"parse"`` (default; what vLLM's chat endpoint does: JSON-text tool-call arguments are
+            parsed into an object before rendering) or ``"verbatim"`` (the JSON text as written, where the
+            template accepts text).
+        options: the four policies as one ``EncodeOptions`` (the keywords above override its fields).
         conversation_index: the dataset row, named in errors.
         stats: an ``EncodeStats`` to add this conversation's counts to.
 
@@ -717,7 +636,7 @@ def encode(
     encoder = get_encoder(tokenizer, chat_template=chat_template, family=family, strict=strict,
                           stop_strings=stop_strings)
     return encoder.encode(
-        messages, tools, chat_template_kwargs, reasoning_policy=reasoning_policy,
+        messages, tools, chat_template_kwargs, options=options, reasoning_policy=reasoning_policy,
         history_reasoning=history_reasoning, train_turns=train_turns, arguments_policy=arguments_policy,
         conversation_index=conversation_index, stats=stats,
     )

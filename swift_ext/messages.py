@@ -22,14 +22,18 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _KNOWN_KEYS = {"role", "content", "tool_calls", "tool_call_id", "name", "loss", *REASONING_ALIASES}
 
 
-def parse_messages(raw: Sequence[Mapping[str, Any]]) -> list[Message]:
-    """Validate and normalise a conversation. Raises ``InputError`` naming the rule."""
+def parse_messages(raw: Sequence[Mapping[str, Any]], *, require_assistant: bool = True,
+                   check_tool_order: bool = True) -> list[Message]:
+    """Validate and normalise a conversation. Raises ``InputError`` naming the rule.
+
+    ``require_assistant=False``: an inference prompt, with no turn to train yet. ``check_tool_order=False``: a
+    rollout, whose generated turns are known only by their ids (no ``tool_calls``) yet are followed by results."""
     if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
         raise InputError("messages must be a list of dicts", rule="input-not-a-list")
     if not raw:
         raise InputError("the conversation is empty", rule="input-empty")
     messages = [parse_message(i, m) for i, m in enumerate(raw)]
-    _check_order(messages)
+    _check_order(messages, require_assistant=require_assistant, check_tool_order=check_tool_order)
     return messages
 
 
@@ -290,7 +294,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (a template would render it as is)")
 
 
-def _check_order(messages: list[Message]) -> None:
+def _check_order(messages: list[Message], *, require_assistant: bool, check_tool_order: bool) -> None:
     """Conversation-level rules: who may speak when."""
     first = next((i for i, m in enumerate(messages) if m.role != "system"), None)
     if first is None:
@@ -302,7 +306,7 @@ def _check_order(messages: list[Message]) -> None:
             message_index=first,
         )
     open_calls = 0
-    for i, message in enumerate(messages):
+    for i, message in enumerate(messages if check_tool_order else ()):
         if message.role == "assistant":
             open_calls = len(message.tool_calls)
         elif message.role == "tool":
@@ -315,5 +319,5 @@ def _check_order(messages: list[Message]) -> None:
             open_calls -= 1
         elif message.role == "user":
             open_calls = 0
-    if not any(m.role == "assistant" for m in messages):
+    if require_assistant and not any(m.role == "assistant" for m in messages):
         raise InputError("the conversation has no assistant turn to train", rule="I5-no-assistant-turn")

@@ -36,6 +36,20 @@ def common_suffix_len(a: str, b: str) -> int:
     return done
 
 
+def first_difference(expected: str, actual: str) -> str:
+    """Where two texts part, with 30 characters of context on each side."""
+    at = common_prefix_len(expected, actual)
+    return (
+        f"first difference at character {at}: expected {expected[max(0, at - 30):at + 30]!r}, "
+        f"got {actual[max(0, at - 30):at + 30]!r}"
+    )
+
+
+def first_token_difference(a: list[int], b: list[int]) -> int:
+    """Index of the first differing token of two id lists (the shorter length when one extends the other)."""
+    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def suffix_prefix_overlap(a: str, b: str, limit: int = 4096) -> int:
     """Length of the longest suffix of ``a`` that is a prefix of ``b`` (the text ``b`` repeats of ``a``'s tail),
     up to ``limit`` characters (the overlaps looked for are tags and headers, never whole turns)."""
