@@ -99,6 +99,10 @@ class Conversation:
         dicts[i] = message
         return Conversation(self.encoder, self.messages, dicts, self.tools, self.kwargs, self.options)
 
+    def with_kwargs(self, kwargs: Mapping[str, Any]) -> Conversation:
+        """The same conversation rendered with other template kwargs (its own renders)."""
+        return Conversation(self.encoder, self.messages, self.dicts, self.tools, dict(kwargs), self.options)
+
     def without_reasoning(self, i: int) -> Conversation:
         """Message ``i`` as the template sees it when its reasoning is dropped."""
         message = self.encoder.template_message(self.messages[i], drop_reasoning=True,
