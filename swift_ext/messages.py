@@ -204,7 +204,7 @@ def parse_tools(tools: Any) -> list[dict[str, Any]] | None:
             raise InputError(f"tool {number} has no function name ({json.dumps(tool, default=str)[:80]})",
                              rule="input-bad-tools")
     check_value(list(tools), "the tool schemas", None, rule="input-bad-tools")
-    return [dict(tool) for tool in tools] or None
+    return [dict(tool) for tool in tools]  # [] stays []: Llama-3.1 renders a tools block for it, as for any list
 
 
 def _describe(value: Any) -> str:

@@ -130,9 +130,9 @@ def _encode(source: Any, options: Any, conversation: dict[str, Any], kwargs: dic
     stats = swift_ext.EncodeStats()
     try:
         encoder = swift_ext.get_encoder(source.tokenizer, **encoder_kwargs)
-        samples = encoder.encode(messages, tools, kwargs, stats=stats, **options.encode_kwargs())
-        swift_ext.verify(source.tokenizer, messages, samples, tools, kwargs,
-                         history_reasoning=options.history_reasoning, **encoder_kwargs)
+        samples = encoder.encode(messages, tools, kwargs, stats=stats, options=options.policies)
+        swift_ext.verify(source.tokenizer, messages, samples, tools, kwargs, options=options.policies,
+                         **encoder_kwargs)
     except swift_ext.ParityError as exc:
         return exc
     return samples, stats, encoder

@@ -45,7 +45,7 @@ from ..errors import InputError, ParityError
 from ..messages import parse_messages
 from ..types import IGNORE_INDEX, EncodeStats, Sample
 from ..verify import verify
-from .options import EncodeOptions
+from .options import CommandOptions
 from .rows import READ_ERRORS, RawRow, Row, iter_raw, parse_raw
 from .source import ModelSource, load_source
 
@@ -66,7 +66,7 @@ class AuditInterrupted(Exception):
 
 @dataclass
 class AuditSettings:
-    options: EncodeOptions = field(default_factory=EncodeOptions)
+    options: CommandOptions = field(default_factory=CommandOptions)
     max_length: int | None = None
     verify: bool = False
 
@@ -211,15 +211,15 @@ def encode_row(source: ModelSource, settings: AuditSettings, row: Row) -> RowRes
         return result
     options = settings.options
     try:
-        if trains_nothing(row.messages, options.train_turns):
+        if trains_nothing(row.messages, options.policies.train_turns):
             result.zero_trained = True
             return result
         samples = encode(source.tokenizer, row.messages, row.tools, options.chat_template_kwargs,
-                         conversation_index=row.index, stats=result.stats, **source.encoder_kwargs(),
-                         **options.encoder_kwargs(), **options.encode_kwargs())
+                         conversation_index=row.index, stats=result.stats, options=options.policies,
+                         **source.encoder_kwargs(), **options.encoder_kwargs())
         if settings.verify:
             verify(source.tokenizer, row.messages, samples, row.tools, options.chat_template_kwargs,
-                   history_reasoning=options.history_reasoning, conversation_index=row.index,
+                   options=options.policies, conversation_index=row.index,
                    **source.encoder_kwargs(), **options.encoder_kwargs())
     except ParityError as exc:
         return _failed(result, exc.rule, str(exc))

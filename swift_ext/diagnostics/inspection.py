@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import get_encoder
-from ..messages import parse_messages
 from ..types import IGNORE_INDEX, EncodeStats, Sample, TurnSpan
 from ..verify import verify
-from .options import EncodeOptions
+from .options import CommandOptions
 from .rows import Row
 from .source import ModelSource
 
@@ -100,14 +99,14 @@ def token_views(decode: Any, ids: list[int], labels: list[int] | None = None,
     return views
 
 
-def build_view(source: ModelSource, row: Row, options: EncodeOptions, turn: int | None = None) -> InspectView:
+def build_view(source: ModelSource, row: Row, options: CommandOptions, turn: int | None = None) -> InspectView:
     """Encode and verify ``row``, and pair each trained turn with its independently built inference prompt."""
     encoder = get_encoder(source.tokenizer, **source.encoder_kwargs(), **options.encoder_kwargs())
     stats = EncodeStats()
     samples = encoder.encode(row.messages, row.tools, options.chat_template_kwargs, conversation_index=row.index,
-                             stats=stats, **options.encode_kwargs())
+                             stats=stats, options=options.policies)
     verify(source.tokenizer, row.messages, samples, row.tools, options.chat_template_kwargs,
-           history_reasoning=options.history_reasoning, conversation_index=row.index, **source.encoder_kwargs(),
+           options=options.policies, conversation_index=row.index, **source.encoder_kwargs(),
            **options.encoder_kwargs())
     decode = encoder.tokens.decode
     views = [SampleView(n, token_views(decode, s.input_ids, s.labels, s.turns), s.turns) for n, s in enumerate(samples)]
@@ -121,7 +120,7 @@ def build_view(source: ModelSource, row: Row, options: EncodeOptions, turn: int 
                        row.messages, views, prompts, chosen, stats, options.to_dict(), source.derived)
 
 
-def _prompt_view(encoder: Any, source: ModelSource, row: Row, options: EncodeOptions, number: int,
+def _prompt_view(encoder: Any, source: ModelSource, row: Row, options: CommandOptions, number: int,
                  sample: Sample, span: TurnSpan) -> PromptView:
     text, rendered_by = _inference_prompt(encoder, source, row, options, span.message_index)
     prompt_ids = encoder.tokens.encode_whole(text)
@@ -135,18 +134,18 @@ def _prompt_view(encoder: Any, source: ModelSource, row: Row, options: EncodeOpt
     )
 
 
-def _inference_prompt(encoder: Any, source: ModelSource, row: Row, options: EncodeOptions,
+def _inference_prompt(encoder: Any, source: ModelSource, row: Row, options: CommandOptions,
                       upto: int) -> tuple[str, str]:
     """The generation prompt as a server renders it: transformers' ``apply_chat_template``.
 
     Falls back to swift_ext's renderer (tested against it) only when transformers
     cannot render the template itself.
     """
-    kwargs = encoder.template_kwargs(options.chat_template_kwargs, options.history_reasoning)
-    dicts = [encoder.template_message(m) for m in parse_messages(row.messages)]
+    conversation = encoder.conversation(row.messages, row.tools, options.chat_template_kwargs, options.policies)
     try:
-        text = source.tokenizer.apply_chat_template(dicts[:upto], tools=row.tools, add_generation_prompt=True,
-                                                    tokenize=False, chat_template=source.chat_template, **kwargs)
+        text = source.tokenizer.apply_chat_template(conversation.dicts[:upto], tools=conversation.tools,
+                                                    add_generation_prompt=True, tokenize=False,
+                                                    chat_template=source.chat_template, **conversation.kwargs)
         return text, "transformers apply_chat_template"
     except Exception:  # transformers' own jinja setup rejected the template; the core's renderer did not
-        return encoder.render(dicts, row.tools, kwargs, add_generation_prompt=True, upto=upto), "swift_ext renderer"
+        return conversation.generation_prompt(upto), "swift_ext renderer"

@@ -6,33 +6,29 @@ import argparse
 import json
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..core import HISTORY_POLICIES, REASONING_POLICIES, TRAIN_TURNS
+from ..options import ARGUMENTS_POLICIES, HISTORY_POLICIES, REASONING_POLICIES, TRAIN_TURNS, EncodeOptions
 
 
 @dataclass(frozen=True)
-class EncodeOptions:
-    """Everything ``swift_ext.encode`` takes besides the conversation (picklable for worker processes)."""
+class CommandOptions:
+    """What a command hands the core besides the conversation: the encode policies (the core's ``EncodeOptions``),
+    the template kwargs, and what selects the encoder (family, stop strings). Picklable for worker processes."""
 
+    policies: EncodeOptions = field(default_factory=EncodeOptions)
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     family: str | None = None
-    reasoning_policy: str = "error"
-    history_reasoning: str = "template"
-    train_turns: str = "all"
     stop_strings: tuple[str, ...] | None = None
-
-    def encode_kwargs(self) -> dict[str, Any]:
-        return {"reasoning_policy": self.reasoning_policy, "history_reasoning": self.history_reasoning,
-                "train_turns": self.train_turns}
 
     def encoder_kwargs(self) -> dict[str, Any]:
         """What selects the encoder (``get_encoder`` / ``verify``): family and stop strings."""
         return {"family": self.family, "stop_strings": self.stop_strings}
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"chat_template_kwargs": self.chat_template_kwargs, "family": self.family,
+                **self.policies.as_kwargs(), "stop_strings": list(self.stop_strings) if self.stop_strings else None}
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, metavar: str = "MODEL") -> None:
@@ -48,8 +44,11 @@ def add_encode_arguments(parser: argparse.ArgumentParser) -> None:
                         help='template kwargs, e.g. \'{"enable_thinking": false}\' (--kwargs as for encode)')
     parser.add_argument("--reasoning-policy", choices=REASONING_POLICIES, default="error",
                         help="reasoning the template cannot render: error (default) or drop (counted)")
-    parser.add_argument("--history-reasoning", choices=HISTORY_POLICIES, default="template")
+    parser.add_argument("--history-reasoning", choices=HISTORY_POLICIES, default="template",
+                        help="past turns' reasoning: the template's behaviour (default) or keep (its own switch)")
     parser.add_argument("--train-turns", choices=TRAIN_TURNS, default="all")
+    parser.add_argument("--arguments-policy", choices=ARGUMENTS_POLICIES, default="parse",
+                        help="JSON-text tool-call arguments: parse (default, as vLLM does) or verbatim")
     add_stop_strings_argument(parser)
 
 
@@ -58,11 +57,11 @@ def add_stop_strings_argument(parser: argparse.ArgumentParser) -> None:
                         help="what the model generates to end a turn, instead of the family's (e.g. '<|im_end|>')")
 
 
-def options_from_args(args: argparse.Namespace) -> EncodeOptions:
-    return EncodeOptions(chat_template_kwargs=dict(args.chat_template_kwargs), family=args.family,
-                         reasoning_policy=args.reasoning_policy, history_reasoning=args.history_reasoning,
-                         train_turns=args.train_turns,
-                         stop_strings=tuple(args.stop_strings) if args.stop_strings else None)
+def options_from_args(args: argparse.Namespace) -> CommandOptions:
+    policies = EncodeOptions(reasoning_policy=args.reasoning_policy, history_reasoning=args.history_reasoning,
+                             train_turns=args.train_turns, arguments_policy=args.arguments_policy)
+    return CommandOptions(policies, dict(args.chat_template_kwargs), args.family,
+                          tuple(args.stop_strings) if args.stop_strings else None)
 
 
 def json_object(text: str) -> dict[str, Any]:

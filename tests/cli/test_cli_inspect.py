@@ -20,7 +20,7 @@ import pytest
 
 import swift_ext
 from swift_ext.diagnostics.inspection import build_view
-from swift_ext.diagnostics.options import EncodeOptions
+from swift_ext.diagnostics.options import CommandOptions
 from swift_ext.diagnostics.rows import read_row
 from swift_ext.diagnostics.source import load_source
 
@@ -110,7 +110,7 @@ def test_inspect_view_is_the_core_samples(dataset: Path) -> None:
     conversation = example_conversation()
     tokenizer = load_tokenizer("qwen3")
     samples = swift_ext.encode(tokenizer, conversation["messages"], conversation["tools"])
-    view = build_view(load_source("fixture:qwen3"), read_row(dataset, 1), EncodeOptions())
+    view = build_view(load_source("fixture:qwen3"), read_row(dataset, 1), CommandOptions())
     assert [[t.id for t in s.tokens] for s in view.samples] == [s.input_ids for s in samples]
     assert [[t.position for t in s.tokens if t.trained] for s in view.samples] == [labelled(s) for s in samples]
     assert all(p.matches_sample for p in view.prompts)
