@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import swift_ext
 from swift_ext.errors import InputError, ParityError
+from swift_ext.options import EncodeOptions
 from swift_ext.types import IGNORE_INDEX, EncodeStats, Sample
 
 from ._compat import ensure_torchaudio
@@ -232,10 +233,8 @@ class ParityTemplate(Template):
             options.chat_template_kwargs or None,
             family=self.family_for(options),
             strict=options.strict,
-            reasoning_policy=options.reasoning_policy,
-            history_reasoning=options.history_reasoning,
             stop_strings=options.stop_strings,
-            train_turns="last" if last_turn_only else "all",
+            options=EncodeOptions.of(options.policies, train_turns="last" if last_turn_only else "all"),
             conversation_index=conversation_index,
             stats=stats,
         )
@@ -314,15 +313,10 @@ class ParityTemplate(Template):
         return self._generation_prompt(tokenizer, conversation, hf_tools, options or current_options())
 
     def _generation_prompt(self, tokenizer, conversation, hf_tools, options) -> list[int]:
-        from swift_ext.messages import parse_messages
-
         encoder = self.encoder(tokenizer, options)
-        # parse_messages wants an assistant turn to train; a placeholder one is parsed and left out.
-        parsed = parse_messages([*conversation, {"role": "assistant", "content": "."}])[:-1]
-        dicts = [encoder.template_message(m) for m in parsed]
-        kwargs = encoder.template_kwargs(options.chat_template_kwargs, options.history_reasoning)
-        text = encoder.render(dicts, hf_tools, kwargs, add_generation_prompt=True, upto=len(dicts))
-        return encoder.tokens.encode(text)
+        prompt = encoder.conversation(conversation, hf_tools, options.chat_template_kwargs, options.policies,
+                                      require_assistant=False)
+        return prompt.prompt_ids(len(prompt.dicts))
 
     def get_stop_token_ids(self, tokenizer: PreTrainedTokenizer) -> list[int]:
         """The eos token and every stop string of the family that is one token."""
