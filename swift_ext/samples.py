@@ -62,7 +62,7 @@ class SampleBuilder:
         return placed
 
 
-TRUNCATION_STRATEGIES = ("delete", "left", "right", "split")
+TRUNCATION_STRATEGIES = ("delete", "left", "right", "split", "turns")
 
 
 @dataclass
@@ -86,9 +86,10 @@ def truncate(sample: Sample, loss_scale: list[float], max_length: int | None, st
     """Cut ``sample`` to pieces of at most ``max_length`` tokens.
 
     ``delete`` drops a longer sample; ``left`` / ``right`` keep its last / first ``max_length`` tokens; ``split``
-    cuts it into consecutive pieces. Nothing predicts a piece's first token, so its label is masked (ms-swift does
-    the same). A piece with no label left is dropped: training it would be a step at zero loss. Turn offsets stay
-    those of the untruncated sample; a piece keeps the turns it overlaps."""
+    cuts it into consecutive pieces; ``turns`` keeps its leading whole turns that fit (no turn loses its end or
+    its context). Nothing predicts a piece's first token, so its label is masked (ms-swift does the same). A piece
+    with no label left is dropped: training it would be a step at zero loss. Turn offsets stay those of the
+    untruncated sample; a piece keeps the turns it overlaps."""
     if strategy not in TRUNCATION_STRATEGIES:
         raise ValueError(f"truncation strategy must be one of {TRUNCATION_STRATEGIES}, got {strategy!r}")
     if max_length is None or len(sample) <= max_length:
@@ -97,6 +98,11 @@ def truncate(sample: Sample, loss_scale: list[float], max_length: int | None, st
         return Truncation([], 1)
     if strategy == "split":
         cuts = [slice(i, i + max_length) for i in range(0, len(sample), max_length)]
+    elif strategy == "turns":
+        fitting = [t.label_end for t in sample.turns if t.label_end <= max_length]
+        if not fitting:
+            return Truncation([], 1)
+        cuts = [slice(0, max(fitting))]
     else:
         cuts = [slice(len(sample) - max_length, None) if strategy == "left" else slice(0, max_length)]
     pieces = []

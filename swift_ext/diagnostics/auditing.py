@@ -43,7 +43,8 @@ from typing import Any
 from ..core import Encoder, encode
 from ..errors import InputError, ParityError
 from ..messages import parse_messages
-from ..types import IGNORE_INDEX, EncodeStats, Sample
+from ..samples import truncate
+from ..types import EncodeStats, Sample
 from ..verify import verify
 from .options import CommandOptions
 from .rows import READ_ERRORS, RawRow, Row, iter_raw, parse_raw
@@ -229,7 +230,7 @@ def encode_row(source: ModelSource, settings: AuditSettings, row: Row) -> RowRes
     except Exception as exc:  # a bug must cost one row, not the whole pass
         return _failed(result, f"crash-{type(exc).__name__}", str(exc))
     if settings.max_length is not None:
-        truncate(result, samples, settings.max_length)
+        count_truncation(result, samples, settings.max_length)
     return result
 
 
@@ -249,16 +250,18 @@ def trains_nothing(messages: list[dict[str, Any]], train_turns: str) -> bool:
     return False
 
 
-def truncate(result: RowResult, samples: list[Sample], max_length: int) -> None:
-    """Count what cutting each sample to ``max_length`` tokens costs."""
+def count_truncation(result: RowResult, samples: list[Sample], max_length: int) -> None:
+    """Count what cutting each sample to its first ``max_length`` tokens costs (``samples.truncate``, ``right``:
+    a sample left without a label is dropped)."""
     for sample in samples:
         if len(sample) <= max_length:
             continue
-        kept = sum(1 for label in sample.labels[:max_length] if label != IGNORE_INDEX)
+        cut = truncate(sample, [1.0] * len(sample), max_length, "right")
+        kept = cut.pieces[0].sample.num_labels if cut.pieces else 0
         result.samples_truncated += 1
         result.tokens_cut += len(sample) - max_length
         result.labels_cut += sample.num_labels - kept
-        result.samples_dropped += kept == 0
+        result.samples_dropped += cut.dropped
     result.zero_trained = bool(samples) and result.samples_dropped == len(samples)
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swift_ext.errors import ParityError
+from swift_ext.samples import truncate
 from swift_ext.types import EncodeStats, Sample
 
 from ._compat import ensure_torchaudio
@@ -113,7 +114,8 @@ class ParityDatasetConverter(DatasetConverter):
 
 # ------------------------------------------------------------------------------------ truncation
 def truncate_sample(sample: Sample, cutoff_len: int, mode: str) -> tuple[Sample | None, int]:
-    """Fit a sample into ``cutoff_len`` without breaking a turn. Returns (sample or None, turns dropped)."""
+    """Fit a sample into ``cutoff_len`` without breaking a turn (``samples.truncate``: ``turns`` keeps the whole
+    turns that fit, ``drop`` deletes the sample). Returns (sample or None, turns not trained)."""
     if len(sample) <= cutoff_len:
         return sample, 0
     if mode == "error":
@@ -123,11 +125,11 @@ def truncate_sample(sample: Sample, cutoff_len: int, mode: str) -> tuple[Sample 
             "(keep the whole turns that fit) or 'drop'",
             rule="lf-cutoff-len",
         )
-    kept = [t for t in sample.turns if t.label_end <= cutoff_len] if mode == "turns" else []
-    if not kept:
+    cut = truncate(sample, [0.0] * len(sample), cutoff_len, "turns" if mode == "turns" else "delete")
+    if not cut.pieces:
         return None, len(sample.turns)
-    end = kept[-1].label_end
-    return Sample(sample.input_ids[:end], sample.labels[:end], kept), len(sample.turns) - len(kept)
+    fitted = cut.pieces[0].sample
+    return fitted, len(sample.turns) - len(fitted.turns)
 
 
 # ------------------------------------------------------------------------------------ processors
