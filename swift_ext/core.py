@@ -471,8 +471,8 @@ class Encoder:
         """A reasoning format that opens its own block (``<think>\n{reasoning}...``) fits after any prompt; one
         that only closes it (``{reasoning}</think>``) fits only where the prompt ends inside an open block
         (DeepSeek-V3.1 opens none after tool outputs: there its reasoning has no place)."""
-        opener = self.family.reasoning_open
-        return not opener or opener in self.family.reasoning_format or self._open_block(prompt) is not None
+        opener, form = self.family.reasoning_open, self.family.reasoning_format or ""
+        return not opener or opener in form or self._open_block(prompt) is not None
 
     def _close_open_block(self, prompt: str, completion: str, i: int) -> tuple[str, bool]:
         """A prompt ending inside an open reasoning block (QwQ's and DeepSeek-R1's ``<think>\n``; Gemma-4's

@@ -98,7 +98,7 @@ def _check_shape(sample: Sample, number: int) -> None:
         raise VerificationError(f"sample {number} has no labelled token", rule="I5-zero-label")
     if len(labelled) == len(sample.labels):
         raise VerificationError(f"sample {number} labels every token", rule="I5-all-label")
-    spans = set()
+    spans: set[int] = set()
     for span in sample.turns:
         spans.update(range(span.label_start, span.label_end))
     if labelled != spans:
