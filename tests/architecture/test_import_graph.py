@@ -13,7 +13,7 @@ a cycle through it fails then, not at import time), plus:
 are not edges (every module would otherwise be in a cycle with its package). Imports under ``if TYPE_CHECKING:``
 never run: they count for the layer rules but not for cycles.
 
-LAYERS: the one place they are defined (``docs/architecture.md`` states them and links here).
+LAYERS: the one place they are defined (``docs/architecture.md`` states them, checked by the last test here).
 
 ==============  =======================================================================  ======================
 layer           modules                                                                  may import
@@ -48,6 +48,7 @@ import pytest
 from test_imports import DEV_GATE, all_modules
 
 PACKAGE = Path(__file__).resolve().parents[2] / "swift_ext"
+ARCHITECTURE_MD = PACKAGE.parent / "docs" / "architecture.md"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # (layer, module names: a name covers itself and its submodules); the first match wins; "core" is the rest
@@ -269,3 +270,17 @@ def test_every_layer_imports_only_what_it_may() -> None:
         offenders.append(f"{e.source} ({source}) imports {e.target} ({target}) at {e.where()}; "
                          f"{source} may import {', '.join(sorted(MAY_IMPORT[source]))}")
     assert not offenders, "layer violations (see the table in this file's docstring):\n" + "\n".join(offenders)
+
+
+def test_docs_architecture_states_these_rules() -> None:
+    """docs/architecture.md's "Who may import whom" table is MAY_IMPORT: one set of rules, stated twice, checked."""
+    text = ARCHITECTURE_MD.read_text(encoding="utf-8")
+    section = text.split("## Who may import whom", 1)[1].split("\n## ", 1)[0]
+    stated = {}
+    for row in section.splitlines():
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].startswith("`"):
+            layer = cells[0].split("`")[1]
+            allowed = cells[1].split(";")[0].split("(")[0]
+            stated[layer] = frozenset(name.strip() for name in allowed.split(","))
+    assert stated == MAY_IMPORT, "docs/architecture.md ('Who may import whom') and MAY_IMPORT here differ"
