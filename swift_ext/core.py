@@ -1,6 +1,6 @@
 """The parity core: a conversation in, inference-exact training samples out.
 
-For each trained assistant turn i (generation-prompt splicing, see DESIGN.md):
+For each trained assistant turn i (generation-prompt splicing, see docs/design.md):
 
 1. ``G_i`` = render(messages[:i], add_generation_prompt=True): what an
    inference server feeds the model; its tokens are the turn's prompt.
