@@ -19,10 +19,10 @@ from enum import Enum
 class Group(str, Enum):
     """What kind of thing a rule is about; one table each in ``docs/rules.md``, in this order."""
 
-    def __new__(cls, value: str, title: str, intro: str) -> Group:
+    def __new__(cls, value: str, heading: str, intro: str) -> Group:
         member = str.__new__(cls, value)
         member._value_ = value
-        member.title = title
+        member.heading = heading
         member.intro = intro
         return member
 
@@ -395,7 +395,7 @@ def markdown() -> str:
         members = [rule for rule in Rule if rule.group is group]
         if not members:
             continue
-        lines += ["", f"## {group.title}", "", group.intro, "", "| rule | meaning | raised by |", "|---|---|---|"]
+        lines += ["", f"## {group.heading}", "", group.intro, "", "| rule | meaning | raised by |", "|---|---|---|"]
         for rule in members:
             modules = ", ".join(f"`{m}`" for m in rule.raised_by)
             lines.append(f"| `{rule.value}` | {_cell(rule.meaning)} | {modules} |")
