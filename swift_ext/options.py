@@ -48,12 +48,12 @@ class ArgumentsPolicy(str, Enum):
     """The text as written, wherever the template accepts text."""
 
 
-def _choice(enum: type[Enum], name: str, value: Any) -> Any:
+def _choice(enum: type[Enum], name: str, value: Any, *, rule: str) -> Any:
     try:
         return enum(value)
     except ValueError:
         choices = tuple(member.value for member in enum)
-        raise PolicyError(f"{name} must be one of {choices}, got {value!r}", rule=f"policy-{name}") from None
+        raise PolicyError(f"{name} must be one of {choices}, got {value!r}", rule=rule) from None
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,17 @@ class EncodeOptions:
     arguments_policy: ArgumentsPolicy = ArgumentsPolicy.PARSE
 
     def __post_init__(self) -> None:
-        for spec in fields(self):
-            object.__setattr__(self, spec.name, _choice(_ENUMS[spec.name], spec.name, getattr(self, spec.name)))
+        checked = {
+            "reasoning_policy": _choice(ReasoningPolicy, "reasoning_policy", self.reasoning_policy,
+                                        rule="policy-reasoning_policy"),
+            "history_reasoning": _choice(HistoryReasoning, "history_reasoning", self.history_reasoning,
+                                         rule="policy-history_reasoning"),
+            "train_turns": _choice(TrainTurns, "train_turns", self.train_turns, rule="policy-train_turns"),
+            "arguments_policy": _choice(ArgumentsPolicy, "arguments_policy", self.arguments_policy,
+                                        rule="policy-arguments_policy"),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
     @classmethod
     def of(cls, options: EncodeOptions | None = None, **values: Any) -> EncodeOptions:
@@ -80,13 +89,6 @@ class EncodeOptions:
         """The keyword arguments ``swift_ext.encode`` takes, as plain strings (JSON- and pickle-friendly)."""
         return {spec.name: getattr(self, spec.name).value for spec in fields(self)}
 
-
-_ENUMS: dict[str, type[Enum]] = {
-    "reasoning_policy": ReasoningPolicy,
-    "history_reasoning": HistoryReasoning,
-    "train_turns": TrainTurns,
-    "arguments_policy": ArgumentsPolicy,
-}
 
 REASONING_POLICIES = tuple(member.value for member in ReasoningPolicy)
 HISTORY_POLICIES = tuple(member.value for member in HistoryReasoning)
