@@ -36,15 +36,15 @@ _PROBES = (
 CACHE_ENV_VAR = "SWIFT_EXT_TOKEN_CACHE_MB"
 DEFAULT_CACHE_MB = 256
 
-# What one memoised piece costs beyond its key string (``sys.getsizeof``): the id list's header and one pointer
-# per id, an int object per id above 256 (28 bytes, 32 as pymalloc hands them out; smaller ones are shared) and
-# the dict slot with its share of the table's spare room. Checked against tracemalloc in
-# tests/reliability/test_cache_bounds.py.
+# What one memoised piece costs beyond its key string (``sys.getsizeof``): the id list's header, a pointer and an
+# int object per id (28 bytes, 32 as pymalloc hands them out) and the dict slot with its share of the table's
+# spare room. Ids below 257 are shared int objects, so text made of them is over-counted (a string of digits
+# about 4.5x, prose by up to 20%): looking for them would cost ~10 ns per new id, on encode's hot path. Checked
+# against tracemalloc in tests/reliability/test_cache_bounds.py.
 _LIST_BYTES = 56
-_POINTER_BYTES = 8
-_INT_BYTES = 32
-_SLOT_BYTES = 100
-_SHARED_INT = (256).__ge__  # CPython keeps one int object for each of -5..256
+_ID_BYTES = 8 + 32
+_SLOT_BYTES = 48
+_ENTRY_BYTES = _LIST_BYTES + _SLOT_BYTES
 
 
 def cache_budget(cache_bytes: int | None = None) -> int:
@@ -65,9 +65,8 @@ def cache_budget(cache_bytes: int | None = None) -> int:
 
 
 def entry_bytes(piece: str, ids: list[int]) -> int:
-    """The approximate memory one cache entry holds (key string, id list, int objects, dict slot)."""
-    own_ints = len(ids) - sum(map(_SHARED_INT, ids))
-    return sys.getsizeof(piece) + _LIST_BYTES + _POINTER_BYTES * len(ids) + _INT_BYTES * own_ints + _SLOT_BYTES
+    """The memory one cache entry holds (key string, id list, int objects, dict slot), rounded up."""
+    return sys.getsizeof(piece) + _ENTRY_BYTES + _ID_BYTES * len(ids)
 
 
 class SegmentTokenizer:
@@ -113,13 +112,11 @@ class SegmentTokenizer:
         pieces = [piece for piece in self._splitter.split(text) if piece]
         cache = self._young  # this dict keeps every entry it has, whatever other threads do meanwhile
         missing = [piece for piece in pieces if piece not in cache]
-        ids: list[int] = []
         if missing:
-            fresh = self._remember(missing)
-            for piece in pieces:
-                found = fresh.get(piece)
-                ids.extend(cache[piece] if found is None else found)
-            return ids
+            fresh = self._remember(missing, cache)
+            if fresh is not None:
+                return self._join(pieces, cache, fresh)
+        ids: list[int] = []
         for piece in pieces:
             ids.extend(cache[piece])
         return ids
@@ -154,7 +151,8 @@ class SegmentTokenizer:
     @property
     def cached_bytes(self) -> int:
         """The accounted size of the piece cache (never above ``cache_bytes``)."""
-        return self._young_bytes + self._old_bytes
+        with self._lock:
+            return self._young_bytes + self._old_bytes
 
     def current(self) -> bool:
         """Whether the tokenizer still tokenizes as when this was built: same backend, no token added since.
@@ -173,46 +171,49 @@ class SegmentTokenizer:
             return len(self.tokenizer)
         return max([self._backend.get_vocab_size(with_added_tokens=False), *(int(i) + 1 for i in added_ids)])
 
-    def _remember(self, missing: list[str]) -> dict[str, list[int]]:
-        """Ids of the pieces the young generation lacks: from the old one, else the tokenizer (outside the lock:
-        HF fast tokenizers' ``encode_batch`` is thread-safe); then cached."""
+    def _remember(self, missing: list[str], into: dict[str, list[int]]) -> dict[str, list[int]] | None:
+        """Ids of the pieces the young generation lacks, from the old one, else the tokenizer (outside the lock:
+        HF fast tokenizers' ``encode_batch`` is thread-safe); then cached. None when all of them landed in
+        ``into`` (the reader's dict), else their ids."""
+        todo = list(dict.fromkeys(missing))
         old = self._old
-        fresh: dict[str, list[int]] = {}
-        todo = []
-        for piece in dict.fromkeys(missing):
-            found = old.get(piece)
-            if found is None:
-                todo.append(piece)
-            else:
-                fresh[piece] = found
-        if self._backend is not None and todo:
-            for piece, enc in zip(todo, self._backend.encode_batch(todo, add_special_tokens=False)):
-                fresh[piece] = enc.ids
-        else:
-            for piece in todo:
-                fresh[piece] = self.encode_whole(piece)
-        self._store(fresh)
-        return fresh
-
-    def _store(self, fresh: dict[str, list[int]]) -> None:
-        half = self.cache_bytes // 2
+        pairs = [(piece, old[piece]) for piece in todo if piece in old] if old else []
+        if pairs:  # used again: promoted to the young generation, so what is in use survives the next swap
+            todo = [piece for piece in todo if piece not in old]
+        if todo and self._backend is not None:
+            pairs += zip(todo, [enc.ids for enc in self._backend.encode_batch(todo, add_special_tokens=False)])
+        elif todo:
+            pairs += [(piece, self.encode_whole(piece)) for piece in todo]
+        half, fixed, per_id, getsizeof = self.cache_bytes // 2, _ENTRY_BYTES, _ID_BYTES, sys.getsizeof
         with self._lock:
             young = self._young
-            for piece, ids in fresh.items():
-                if piece in young:
-                    continue
-                size = entry_bytes(piece, ids)
+            landed = young is into
+            used = self._young_bytes
+            for piece, ids in pairs:
+                size = getsizeof(piece) + fixed + per_id * len(ids)  # entry_bytes, inlined: once per new piece
                 if size > half:
+                    landed = False
                     continue  # bigger than a generation: tokenized each time it occurs
-                if self._young_bytes + size > half:
+                if used + size > half:
                     # The young generation becomes the old one; readers still holding the dropped one keep it
                     # alive until they return, and it is never cleared under them.
-                    self._old, self._old_bytes = young, self._young_bytes
+                    self._old, self._old_bytes = young, used
                     young = self._young = {}
-                    self._young_bytes = 0
+                    used = 0
                     self.evictions += 1
-                young[piece] = ids
-                self._young_bytes += size
+                    landed = False
+                young[piece] = ids  # if another thread cached it meanwhile: the same ids, counted twice
+                used += size
+            self._young_bytes = used
+        return None if landed else dict(pairs)
+
+    @staticmethod
+    def _join(pieces: list[str], cache: dict[str, list[int]], fresh: dict[str, list[int]]) -> list[int]:
+        ids: list[int] = []
+        for piece in pieces:
+            found = fresh.get(piece)
+            ids.extend(cache[piece] if found is None else found)
+        return ids
 
     def _forget(self) -> None:
         with self._lock:

@@ -89,23 +89,29 @@ def test_long_messages_keep_the_cache_under_its_bound(monkeypatch):
     assert peak > tokens.cache_bytes // 2  # the bound is used, not just respected
 
 
-def _distinct_texts(tok, count: int, message_tokens: int, seed: int) -> list[str]:
+PROSE = ("the", "model", "answers", "quickly", "über", "naïve", "你好", "token", "cache", "bytes", "counted", "held",
+         "memory", "bound", "evicted", "generation", "reader", "writer", "lock", "piece", ",", ".", "(", ")")
+
+
+def _texts(count: int, message_words: int, seed: int, *, digits: bool) -> list[str]:
+    """Renderings of four-message chats: prose, or text full of digits (ids below 257: shared int objects)."""
     rng = random.Random(seed)
-    texts = []
-    for _ in range(count):
-        parts = [_long_message(rng, message_tokens) for _ in range(4)]
-        texts.append("<|im_start|>user\n" + "<|im_end|>\n<|im_start|>assistant\n".join(parts) + "<|im_end|>\n")
-    return texts
+    if digits:
+        def message() -> str:
+            return " ".join(str(rng.randint(0, 99)) for _ in range(message_words))
+    else:
+        def message() -> str:
+            return " ".join(rng.choice(PROSE) for _ in range(message_words))
+    return ["<|im_start|>user\n" + "<|im_end|>\n<|im_start|>assistant\n".join(message() for _ in range(4))
+            + "<|im_end|>\n" for _ in range(count)]
 
 
-@pytest.mark.parametrize(("message_tokens", "count"), [(1700, 20), (6, 1500)], ids=["long-pieces", "short-pieces"])
-def test_accounted_bytes_are_honest(message_tokens, count):
-    """What the cache counts is what it holds, within a factor of 1.5: measured by tracemalloc (every Python
-    allocation the cached strings, lists, ints and dict slots made) and by summing ``sys.getsizeof``."""
+def _held_and_accounted(texts: list[str]) -> tuple[int, int]:
+    """Bytes the cache's new entries hold (tracemalloc: every Python allocation left behind by encoding the texts,
+    which is the cached strings, lists, ints and dict slots) and bytes it accounted for them."""
     tok = tokenizer("qwen3")
     tokens = SegmentTokenizer(tok, split_on=tok.chat_template, cache_bytes=1 << 40)  # nothing evicted
     assert tokens.memoised
-    texts = _distinct_texts(tok, count, message_tokens, seed=message_tokens)
     before = tokens.cached_bytes
     gc.collect()
     tracemalloc.start()
@@ -117,13 +123,27 @@ def test_accounted_bytes_are_honest(message_tokens, count):
         held = tracemalloc.get_traced_memory()[0] - start
     finally:
         tracemalloc.stop()
-    accounted = tokens.cached_bytes - before
-    assert 1 / 1.5 <= held / accounted <= 1.5, (held, accounted)
-
     entries = {**tokens._old, **tokens._young}
     summed = sum(sys.getsizeof(piece) + sys.getsizeof(ids) + sum(sys.getsizeof(i) for i in ids if i > 256)
                  for piece, ids in entries.items()) + sys.getsizeof(tokens._young) + sys.getsizeof(tokens._old)
-    assert 1 / 1.5 <= summed / tokens.cached_bytes <= 1.5, (summed, tokens.cached_bytes)
+    # The sum of sys.getsizeof (entries made by the probe included) agrees with tracemalloc.
+    assert 1 / 1.2 <= summed / (held + before) <= 1.2, (summed, held, before)
+    return held, tokens.cached_bytes - before
+
+
+@pytest.mark.parametrize(("message_words", "count"), [(850, 20), (3, 1500)], ids=["long-messages", "short-messages"])
+def test_accounted_bytes_are_honest_for_prose(message_words, count):
+    """For prose (~1.7k-token messages, or a few tokens each) the count is at most 20% above what is held,
+    never below it by more than 5%."""
+    held, accounted = _held_and_accounted(_texts(count, message_words, seed=message_words, digits=False))
+    assert 0.8 <= held / accounted <= 1.05, (held, accounted)
+
+
+def test_accounted_bytes_never_undercount_digits():
+    """Ids below 257 are shared int objects that the count does not look for (that would cost ~10 ns per new
+    id): text of digits is over-counted (about 4.5x), so the real memory stays under the bound."""
+    held, accounted = _held_and_accounted(_texts(20, 850, seed=1, digits=True))
+    assert 0.2 <= held / accounted <= 1.05, (held, accounted)
 
 
 def test_hot_pieces_survive_evictions():
