@@ -551,12 +551,19 @@ class _CachedEncoder:
     """An encoder with what its output depends on beyond its cache key, checked on every hit."""
 
     tokenizer: Callable[[], Any]  # a weak identity: an id Python reuses for a new tokenizer never matches
-    special_tokens: Any  # the template's bos_token/eos_token/... values, as the renderer got them
+    special_tokens: Any  # the bos_token/eos_token/... the renderer was given, as built
     encoder: Encoder
 
     def serves(self, tokenizer: Any) -> bool:
         return (self.tokenizer() is tokenizer and self.encoder.tokens.current()
-                and getattr(tokenizer, "special_tokens_map", None) == self.special_tokens)
+                and _special_tokens(tokenizer) == self.special_tokens)
+
+
+def _special_tokens(tokenizer: Any) -> Any:
+    """What ``special_tokens_map`` is made from, cheaply: transformers 5 keeps it in one dict that setting
+    ``bos_token`` & co. updates (``special_tokens_map`` builds a new dict, 1-2 us a call, per conversation)."""
+    state = getattr(tokenizer, "_special_tokens_map", None)
+    return state if isinstance(state, dict) else getattr(tokenizer, "special_tokens_map", None)
 
 
 _MAX_ENCODERS = 8
@@ -579,7 +586,8 @@ def get_encoder(tokenizer: Any, *, chat_template=None, family=None, strict=False
     if cached is not None and cached.serves(tokenizer):
         return cached.encoder
     # Built outside the lock (a template compile and tokenizer probes): other threads' hits do not wait for it.
-    special_tokens = getattr(tokenizer, "special_tokens_map", None)
+    special_tokens = _special_tokens(tokenizer)
+    special_tokens = dict(special_tokens) if isinstance(special_tokens, dict) else special_tokens  # a snapshot
     encoder = Encoder(tokenizer, chat_template=chat_template, family=family, strict=strict, stop_strings=stop_strings)
     fresh = _CachedEncoder(_weak(tokenizer), special_tokens, encoder)
     with _ENCODERS_LOCK:
