@@ -25,9 +25,11 @@ training framework.
 from __future__ import annotations
 
 import json
+import threading
 import warnings
+import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -570,22 +572,66 @@ def _warn_if_lossy(tokens: SegmentTokenizer) -> None:
         )
 
 
-_ENCODERS: OrderedDict[tuple, Encoder] = OrderedDict()
+@dataclass(frozen=True)
+class _CachedEncoder:
+    """An encoder with what its output depends on beyond its cache key, checked on every hit."""
+
+    tokenizer: Callable[[], Any]  # a weak identity: an id Python reuses for a new tokenizer never matches
+    special_tokens: Any  # the bos_token/eos_token/... the renderer was given, as built
+    encoder: Encoder
+
+    def serves(self, tokenizer: Any) -> bool:
+        return (self.tokenizer() is tokenizer and self.encoder.tokens.current()
+                and _special_tokens(tokenizer) == self.special_tokens)
+
+
+def _special_tokens(tokenizer: Any) -> Any:
+    """What ``special_tokens_map`` is made from, cheaply: transformers 5 keeps it in one dict that setting
+    ``bos_token`` & co. updates (``special_tokens_map`` builds a new dict, 1-2 us a call, per conversation)."""
+    state = getattr(tokenizer, "_special_tokens_map", None)
+    return state if isinstance(state, dict) else getattr(tokenizer, "special_tokens_map", None)
+
+
+_MAX_ENCODERS = 8
+_ENCODERS: OrderedDict[tuple, _CachedEncoder] = OrderedDict()
+_ENCODERS_LOCK = threading.Lock()
 
 
 def get_encoder(tokenizer: Any, *, chat_template=None, family=None, strict=False, stop_strings=None) -> Encoder:
-    """A cached ``Encoder`` for this tokenizer and settings (rebuilt if the template changes)."""
+    """A cached ``Encoder`` for this tokenizer and settings (up to 8 per process, least recently used dropped).
+
+    Rebuilt when its output could differ: another template, tokens added to the tokenizer
+    (``add_special_tokens`` / ``add_tokens``) or special tokens reassigned since it was built. Thread-safe."""
     family_key = family.name if isinstance(family, Family) else family
     template = template_of(tokenizer, chat_template)
     key = (id(tokenizer), template, family_key, strict, tuple(stop_strings or ()))
-    encoder = _ENCODERS.get(key)
-    if encoder is None or encoder.tokenizer is not tokenizer:
-        encoder = Encoder(tokenizer, chat_template=chat_template, family=family, strict=strict,
-                          stop_strings=stop_strings)
-        _ENCODERS[key] = encoder
-        while len(_ENCODERS) > 8:
+    with _ENCODERS_LOCK:
+        cached = _ENCODERS.get(key)
+        if cached is not None:
+            _ENCODERS.move_to_end(key)
+    if cached is not None and cached.serves(tokenizer):
+        return cached.encoder
+    # Built outside the lock (a template compile and tokenizer probes): other threads' hits do not wait for it.
+    special_tokens = _special_tokens(tokenizer)
+    special_tokens = dict(special_tokens) if isinstance(special_tokens, dict) else special_tokens  # a snapshot
+    encoder = Encoder(tokenizer, chat_template=chat_template, family=family, strict=strict, stop_strings=stop_strings)
+    fresh = _CachedEncoder(_weak(tokenizer), special_tokens, encoder)
+    with _ENCODERS_LOCK:
+        cached = _ENCODERS.get(key)
+        if cached is not None and cached.serves(tokenizer):
+            return cached.encoder  # another thread built it first: share its piece cache
+        _ENCODERS[key] = fresh
+        _ENCODERS.move_to_end(key)
+        while len(_ENCODERS) > _MAX_ENCODERS:
             _ENCODERS.popitem(last=False)
     return encoder
+
+
+def _weak(tokenizer: Any) -> Callable[[], Any]:
+    try:
+        return weakref.ref(tokenizer)
+    except TypeError:  # an object without weakref support: the encoder holds it strongly anyway
+        return lambda: tokenizer
 
 
 def encode(

@@ -257,6 +257,9 @@ class Rule(str, Enum):
     POLICY_KEEP_HISTORY = ("policy-keep-history", Group.POLICY,
                            "`history_reasoning='keep'` on a family whose template has no switch that keeps past "
                            "reasoning: use `'template'`, or a model with one (Qwen3.6, GLM-4.7).", ("swift_ext.core",))
+    POLICY_TOKEN_CACHE = ("policy-token-cache", Group.POLICY,
+                          "`SWIFT_EXT_TOKEN_CACHE_MB` is not a positive number of megabytes (the piece cache's "
+                          "bound per encoder, default 256).", ("swift_ext.tokens",))
     POLICY_REASONING_POLICY = ("policy-reasoning_policy", Group.POLICY,
                                "`reasoning_policy` is not `'error'` or `'drop'`.", ("swift_ext.options",))
     POLICY_HISTORY_REASONING = ("policy-history_reasoning", Group.POLICY,
