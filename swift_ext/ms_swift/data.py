@@ -29,8 +29,8 @@ from typing import Any
 from swift.dataset.preprocessor import MessagesPreprocessor, RowPreprocessor
 from swift.utils import get_logger
 
-from ..rollout_swift import has_token_id_content
 from .convert import SIDE_CHANNEL
+from .grpo import has_token_id_content
 from .template import ROW_COLUMN, SAMPLE_COLUMN, active_training_template
 
 logger = get_logger()

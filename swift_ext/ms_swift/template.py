@@ -8,7 +8,7 @@ scales, so ms-swift tokenizes nothing again:
 * training: the core's samples (``swift_ext.encode``), labels only on what the model generates at inference;
 * inference / rollout: the token ids of the model's own generation prompt;
 * assistant turns given as token ids (ms-swift GRPO: ``List[int]`` or ``{'token_ids', 'loss_scale'}`` content),
-  in both modes: ``swift_ext.rollout_swift.encode_token_turns``. The rollout engine's prompt (inference mode) and
+  in both modes: ``swift_ext.ms_swift.grpo.encode_token_turns``. The rollout engine's prompt (inference mode) and
   the training ids come from that one function, so each turn's ids sit verbatim right after exactly the prompt
   the engine was fed, labelled where their ``loss_scale`` is positive.
 
@@ -38,10 +38,9 @@ from ..core import get_encoder
 from ..errors import ParityError, PolicyError
 from ..families import detect_family, load_family
 from ..messages import parse_message
-from ..rollout.record import parse_harmony
-from ..rollout_swift import TokenTurnEncoding, encode_token_turns, has_token_id_content
 from ..types import IGNORE_INDEX, EncodeStats, Sample
 from .convert import SIDE_CHANNEL, apply_last_round, check_same_conversation, from_side_channel, from_swift_messages
+from .grpo import TokenTurnEncoding, encode_token_turns, has_token_id_content, message_parser_for
 
 logger = get_logger()
 
@@ -275,7 +274,7 @@ class ParityTemplateMixin:
                 # ms-swift puts this (masked) in front of the sampled ids; it was prompt context, never sampled
                 response_prefix_ids=self.tokenizer.encode(prefix, add_special_tokens=False) if prefix else None,
                 # gpt-oss's template needs a harmony turn split into analysis / final / tool call
-                message_parser=parse_harmony if encoder.family.name == "gpt_oss" else None,
+                message_parser=message_parser_for(encoder.family),
             )
         except ParityError as exc:
             self._parity_counts[f"error:{exc.rule}"] += 1
