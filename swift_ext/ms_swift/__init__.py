@@ -12,15 +12,32 @@ which silently turns the correction off for the whole batch, when the rollout lo
 tokens one for one. ``SWIFT_EXT_LOGPROB_GUARD`` says what happens instead: ``raise`` (default;
 ``RolloutAlignmentError`` with rule ``rollout-is-disabled``), ``warn`` (a warning, then ms-swift's behaviour) or
 ``off`` (ms-swift's behaviour).
+
+The package, one module per job (importing it does not import ms-swift; ``register()`` does):
+
+- ``template``: the parity template class, ms-swift's hooks overridden, each delegating to a module below;
+- ``family``: which family a template encodes with (named, or detected for ``hf_parity``);
+- ``options``: what the template reads from ms-swift's arguments and the environment;
+- ``conversion`` / ``side_channel``: an ms-swift row as the HF conversation the core takes, and the column that
+  keeps the original messages where ms-swift's loader would lose something;
+- ``encoding``: the ids handed to ms-swift (sample loss scales, contexts, the inference prompt, the sample cache);
+- ``truncation``: ``--max_length`` / ``--truncation_strategy`` per sample, and the sample a row stands for;
+- ``report``: errors naming their row, dropped samples, counters;
+- ``grpo``: conversations whose assistant turns are token ids (ms-swift GRPO);
+- ``logprob_guard``: the importance-sampling-correction guard;
+- ``data``: the dataset hook; ``columns``: the columns it adds (its only contract with ``template``);
+- ``registry`` / ``agent`` / ``vision``: registration of the templates and agent templates, text-only use of
+  ms-swift's vision templates;
+- ``state``: every piece of module-level state, documented.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from . import state
+from .columns import ROW_COLUMN, SAMPLE_COLUMN, SIDE_CHANNEL
 from .logprob_guard import LOGPROB_GUARD_ENV, LOGPROB_GUARD_MODES, configure_logprob_guard, logprob_guard_mode
-
-_registered: list[str] | None = None
 
 
 def plugin_path() -> str:
@@ -31,17 +48,25 @@ def plugin_path() -> str:
 def register() -> list[str]:
     """Register every parity template and agent template, install the data hook and the GRPO logprob guard
     (``$SWIFT_EXT_LOGPROB_GUARD``; idempotent)."""
-    global _registered
-    if _registered is None:
+    if state.registered() is None:
         from .data import install
         from .registry import register_parity_templates
 
         mode = logprob_guard_mode()  # a bad $SWIFT_EXT_LOGPROB_GUARD fails before anything is registered
-        _registered = register_parity_templates()
+        state.set_registered(register_parity_templates())
         install()
         configure_logprob_guard(mode)
-    return list(_registered)
+    return state.registered()
 
 
-__all__ = ["LOGPROB_GUARD_ENV", "LOGPROB_GUARD_MODES", "configure_logprob_guard", "logprob_guard_mode", "plugin_path",
-           "register"]
+__all__ = [
+    "LOGPROB_GUARD_ENV",
+    "LOGPROB_GUARD_MODES",
+    "ROW_COLUMN",
+    "SAMPLE_COLUMN",
+    "SIDE_CHANNEL",
+    "configure_logprob_guard",
+    "logprob_guard_mode",
+    "plugin_path",
+    "register",
+]
