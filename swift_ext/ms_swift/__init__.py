@@ -16,6 +16,8 @@ tokens one for one. ``SWIFT_EXT_LOGPROB_GUARD`` says what happens instead: ``rai
 The package, one module per job (importing it does not import ms-swift; ``register()`` does):
 
 - ``template``: the parity template class, ms-swift's hooks overridden, each delegating to a module below;
+- ``rows``: what the template makes of one row (training samples, token-id turns, the inference prompt), and its
+  per-template state;
 - ``family``: which family a template encodes with (named, or detected for ``hf_parity``);
 - ``options``: what the template reads from ms-swift's arguments and the environment;
 - ``conversion`` / ``side_channel``: an ms-swift row as the HF conversation the core takes, and the column that
