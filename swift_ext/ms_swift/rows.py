@@ -63,10 +63,12 @@ class ParityRows:
 
     @property
     def parity_family_name(self) -> str:
+        """The name of the family this template encodes with (``hf`` when ``hf_parity`` recognised none)."""
         return self.parity_family_obj.name
 
     @property
     def parity_stats(self):
+        """The core's ``EncodeStats`` of this template's rows."""
         return self._parity_report.stats
 
     def _parity_conversation(self, inputs) -> tuple[Converted, list | None]:
