@@ -26,6 +26,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 TOOL_ARGUMENT_FORMS = ("any", "dict", "json")
+MESSAGE_PARSERS = ("harmony",)
+"""Values of ``[rollout] message_parser``: how a sampled turn's text splits into message fields."""
 
 GENERIC_REASONING_TAGS: tuple[tuple[str, str], ...] = (
     ("<think>", "</think>"),              # Qwen3, QwQ, DeepSeek-R1, GLM, Kimi, Phi-4, most reasoning models
@@ -63,6 +65,9 @@ class Family:
     """Stop string to append after a turn with tool calls when the template renders none."""
     stop_after_turn: str | None = None
     """Stop string to append after any other turn when the template renders none."""
+    message_parser: str | None = None
+    """How a generated turn's text splits into message fields (``MESSAGE_PARSERS``); ``None``: the default
+    ``<think>`` split. ``harmony``: gpt-oss's analysis / final / tool-call channels."""
     match_sha256: tuple[str, ...] = ()
     match_contains: tuple[str, ...] = ()
     match_excludes: tuple[str, ...] = ()
@@ -125,12 +130,16 @@ def _family_from_toml(path: Path) -> Family:
     tool_arguments = data.get("tool_arguments", "any")
     if tool_arguments not in TOOL_ARGUMENT_FORMS:
         raise ValueError(f"{path}: tool_arguments must be one of {TOOL_ARGUMENT_FORMS}")
+    message_parser = data.get("rollout", {}).get("message_parser")
+    if message_parser not in (None, *MESSAGE_PARSERS):
+        raise ValueError(f"{path}: [rollout] message_parser must be one of {MESSAGE_PARSERS}")
     return Family(
         name=data["name"],
         description=data.get("description", ""),
         stop_strings=tuple(stops.get("strings", ())),
         stop_after_tool_calls=stops.get("after_tool_calls"),
         stop_after_turn=stops.get("after_turn"),
+        message_parser=message_parser,
         swift_template=data.get("swift_template"),
         tool_arguments=tool_arguments,
         reasoning_field=reasoning.get("field", "reasoning_content") or None,

@@ -66,7 +66,7 @@ class Rule(str, Enum):
              ("swift_ext.errors",))
     INPUT_NOT_A_LIST = ("input-not-a-list", Group.INPUT,
                         "`messages` (or the ms-swift `swift_ext_messages` column) is not a list of message dicts.",
-                        ("swift_ext.messages", "swift_ext.ms_swift.convert"))
+                        ("swift_ext.messages", "swift_ext.ms_swift.conversion"))
     INPUT_EMPTY = ("input-empty", Group.INPUT, "The conversation has no messages: drop the row.",
                    ("swift_ext.messages",))
     INPUT_NOT_A_DICT = ("input-not-a-dict", Group.INPUT, "A message is not a dict (an object with a `role`).",
@@ -76,7 +76,7 @@ class Rule(str, Enum):
     INPUT_UNKNOWN_ROLE = ("input-unknown-role", Group.INPUT,
                           "A role is not system/user/assistant/tool, nor an ms-swift or LLaMA-Factory role the "
                           "adapters map to one: rename it.",
-                          ("swift_ext.llamafactory.template", "swift_ext.messages", "swift_ext.ms_swift.convert"))
+                          ("swift_ext.llamafactory.template", "swift_ext.messages", "swift_ext.ms_swift.conversion"))
     INPUT_CONTENT_TYPE = ("input-content-type", Group.INPUT,
                           "`content` is not a string, null or a list of typed parts, or a text part has no string "
                           "`text`.", ("swift_ext.messages",))
@@ -137,10 +137,10 @@ class Rule(str, Enum):
                          ("swift_ext.core",))
     INPUT_TOOL_CALL = ("input-tool-call", Group.INPUT,
                        "An ms-swift `tool_call` message is not JSON, or has no `name`.",
-                       ("swift_ext.diagnostics.rows", "swift_ext.ms_swift.convert"))
+                       ("swift_ext.diagnostics.rows", "swift_ext.ms_swift.conversion"))
     INPUT_SIDE_CHANNEL = ("input-side-channel", Group.INPUT,
                           "The row's `swift_ext_messages` column does not match its messages (user turns differ): "
-                          "the dataset was changed after loading; rebuild it.", ("swift_ext.ms_swift.convert",))
+                          "the dataset was changed after loading; rebuild it.", ("swift_ext.ms_swift.conversion",))
     INPUT_NOT_AN_OBJECT = ("input-not-an-object", Group.INPUT, "A dataset row is not a JSON object.",
                            ("swift_ext.diagnostics.rows",))
     INPUT_MISSING_MESSAGES = ("input-missing-messages", Group.INPUT,
@@ -185,7 +185,7 @@ class Rule(str, Enum):
                        "`stop_strings=[...]`.", ("swift_ext.core",))
     NO_CHAT_TEMPLATE = ("no-chat-template", Group.TEMPLATE,
                         "An ms-swift parity template got a tokenizer without a chat template, so there is no "
-                        "inference rendering to match.", ("swift_ext.ms_swift.template",))
+                        "inference rendering to match.", ("swift_ext.ms_swift.family",))
 
     # -------------------------------------------------------------- reasoning
     REASONING_DROPPED = ("reasoning-dropped", Group.REASONING,
@@ -276,7 +276,7 @@ class Rule(str, Enum):
     ROLLOUT_INPUT = ("rollout-input", Group.ROLLOUT,
                      "The rollout record (or ms-swift token-id content) is malformed: no messages, ids that are not "
                      "ints, logprobs that cannot be read, ids on a non-assistant message, `loss_scale` of another "
-                     "length.", ("swift_ext.rollout.record", "swift_ext.rollout_swift"))
+                     "length.", ("swift_ext.ms_swift.grpo", "swift_ext.rollout.record"))
     ROLLOUT_NO_GENERATED_TURN = ("rollout-no-generated-turn", Group.ROLLOUT,
                                  "No message of the record carries `token_ids`: nothing was sampled to train on.",
                                  ("swift_ext.rollout.record",))
@@ -289,7 +289,7 @@ class Rule(str, Enum):
     ROLLOUT_LOGPROB_COUNT = ("rollout-logprob-count", Group.ROLLOUT,
                              "A turn has not as many logprobs as ids (or trained tokens): store ids and logprobs "
                              "exactly as the engine returned them.",
-                             ("swift_ext.rollout.build", "swift_ext.rollout_swift"))
+                             ("swift_ext.ms_swift.grpo", "swift_ext.rollout.build"))
     ROLLOUT_LOGPROB_IDS = ("rollout-logprob-ids", Group.ROLLOUT,
                            "The logprob entries carry ids that are not the turn's `token_ids`.",
                            ("swift_ext.rollout.build",))
@@ -325,7 +325,7 @@ class Rule(str, Enum):
                            "ms-swift GRPO would silently turn off importance-sampling correction (logprobs do not "
                            "match the completion tokens one for one); `SWIFT_EXT_LOGPROB_GUARD=warn` or `off` allows "
                            "it.",
-                           ("swift_ext.rollout_swift",))
+                           ("swift_ext.ms_swift.logprob_guard",))
 
     # --------------------------------------------------------------- adapters
     LF_CUTOFF_LEN = ("lf-cutoff-len", Group.ADAPTERS,

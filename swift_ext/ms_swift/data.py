@@ -18,38 +18,29 @@ without its index). The columns are added to ``RowPreprocessor.standard_keys`` s
 changes while no parity template is training (ms-swift's behaviour is then untouched). Rows with no assistant
 turn (the prompts of a GRPO / GKD dataset: ms-swift puts the template in ``train`` mode for those too) and rows
 whose assistant turns are token ids are never expanded.
+
+This module and ``template.py`` do not import each other: the columns are their contract (``columns.py``), the
+template in train mode is found through ``state.active_training_template``, and the template's public
+``parity_probe_inputs`` / ``parity_samples`` do the encoding.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from swift.dataset.preprocessor import MessagesPreprocessor, RowPreprocessor
 from swift.utils import get_logger
 
-from ..rollout_swift import has_token_id_content
-from .convert import SIDE_CHANNEL
-from .template import ROW_COLUMN, SAMPLE_COLUMN, active_training_template
+from . import state
+from .columns import COLUMNS, ROW_COLUMN, SAMPLE_COLUMN, SIDE_CHANNEL
+from .grpo import has_token_id_content
+from .side_channel import needs_side_channel, side_channel_text
+from .state import active_training_template
 
 logger = get_logger()
 
-_SWIFT_KEYS = {"role", "content", "loss", "loss_scale"}
-_counts = {"rows": 0, "samples": 0, "dropped_rows": 0}
-
-
-def needs_side_channel(messages: Any) -> bool:
-    if not isinstance(messages, list):
-        return False
-    for m in messages:
-        if not isinstance(m, dict) or "role" not in m:
-            return False  # sharegpt or another form: ms-swift's conversion is the only one
-    for m in messages:
-        extra = set(m) - _SWIFT_KEYS - ({"name"} if m.get("role") in ("tool", "tool_response") else set())
-        if any(m.get(k) is not None for k in extra):
-            return True
-    return False
+__all__ = ["counts", "install", "needs_side_channel"]
 
 
 def _has_turn_to_expand(messages: Any) -> bool:
@@ -68,14 +59,14 @@ def _expand(template, row: dict[str, Any]) -> list[dict[str, Any]]:
     probe = {k: v for k, v in row.items() if k != SAMPLE_COLUMN}
     # A ParityError propagates, naming the row (ROW_COLUMN): ms-swift logs it and drops the row (or stops, with
     # --strict true).
-    samples = template.parity_samples(template._parity_probe_inputs(probe))
-    _counts["rows"] += 1
+    samples = template.parity_samples(template.parity_probe_inputs(probe))
+    state.count_data("rows")
     if not samples:
-        _counts["dropped_rows"] += 1
-        logger.warning("[swift-ext] a conversation lost every sample to --max_length and is not used "
-                       f"({_counts['dropped_rows']} so far)")
+        dropped = state.count_data("dropped_rows")
+        logger.warning(f"[swift-ext] a conversation lost every sample to --max_length and is not used "
+                       f"({dropped} so far)")
         return []
-    _counts["samples"] += len(samples)
+    state.count_data("samples", len(samples))
     if len(samples) == 1:
         return [row]
     return [{**row, SAMPLE_COLUMN: k} for k in range(len(samples))]
@@ -87,7 +78,7 @@ def install() -> None:
         return
     if os.environ.get("SWIFT_EXT_KEEP_MESSAGES", "1") == "0":
         return
-    for key in (SIDE_CHANNEL, SAMPLE_COLUMN, ROW_COLUMN):
+    for key in COLUMNS:
         if key not in RowPreprocessor.standard_keys:
             RowPreprocessor.standard_keys.append(key)
     # Cached preprocessing from before the hook would lack the new columns.
@@ -98,13 +89,7 @@ def install() -> None:
         template = active_training_template()
         if template is None:
             return original(self, row)
-        raw = row.get("messages")
-        side = None
-        if needs_side_channel(raw):
-            try:
-                side = json.dumps(raw, ensure_ascii=False)
-            except (TypeError, ValueError):
-                side = None
+        side = side_channel_text(row.get("messages"))
         result = original(self, row)
         if result is None:
             return None
@@ -162,4 +147,4 @@ def _line_numbers(path: str) -> list[int] | None:
 
 def counts() -> dict[str, int]:
     """Rows seen, samples emitted and rows dropped by the expansion (this process)."""
-    return dict(_counts)
+    return state.data_counts()

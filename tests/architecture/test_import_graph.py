@@ -44,7 +44,6 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from test_imports import DEV_GATE, all_modules
 
 PACKAGE = Path(__file__).resolve().parents[2] / "swift_ext"
@@ -72,13 +71,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 }
 ADAPTERS = frozenset({"ms_swift", "llamafactory"})
 
-KNOWN_CYCLES: tuple[frozenset[str], ...] = (
-    # ms_swift/template.py's encode imports needs_side_channel from ms_swift/data.py, which imports ROW_COLUMN,
-    # SAMPLE_COLUMN and active_training_template from the template module at module level. Being removed by the
-    # ms-swift adapter refactor (issue 11); test_known_cycle_is_gone turns into a failure (XPASS strict) once it
-    # is: then delete this entry and that test.
-    frozenset({"swift_ext.ms_swift.data", "swift_ext.ms_swift.template"}),
-)
+KNOWN_CYCLES: tuple[frozenset[str], ...] = ()
+"""Cycles accepted for now (none: the ms-swift adapter's data <-> template cycle is gone)."""
 
 
 def layer_of(module: str) -> str:
@@ -245,14 +239,6 @@ def test_no_import_cycles() -> None:
     cycles = [c for c in strongly_connected(_runtime(EDGES)) if c not in KNOWN_CYCLES]
     assert not cycles, "import cycles among swift_ext modules:\n" + "\n".join(
         describe_cycle(c, _runtime(EDGES)) for c in cycles)
-
-
-@pytest.mark.xfail(strict=True, reason="known cycle swift_ext.ms_swift.data <-> swift_ext.ms_swift.template, being "
-                   "removed by the ms-swift adapter refactor; when this passes, delete it and KNOWN_CYCLES' entry")
-def test_known_cycle_is_gone() -> None:
-    cycles = strongly_connected(_runtime(EDGES))
-    present = [c for c in KNOWN_CYCLES if c in cycles]
-    assert not present, "\n".join(describe_cycle(c, _runtime(EDGES)) for c in present)
 
 
 def test_the_core_imports_no_adapter() -> None:

@@ -30,7 +30,7 @@ from swift_ext.dev import tiny  # noqa: E402
 from swift_ext.diagnostics.rows import iter_rows, to_conversation  # noqa: E402
 from swift_ext.errors import InputError  # noqa: E402
 from swift_ext.messages import parse_messages  # noqa: E402
-from swift_ext.ms_swift import template as parity_template  # noqa: E402
+from swift_ext.ms_swift import state as parity_state  # noqa: E402
 
 from .cli_helpers import REPO_ROOT, write_jsonl  # noqa: E402
 
@@ -63,7 +63,7 @@ FORMS: dict[str, dict[str, Any]] = {
 @pytest.fixture
 def no_parity_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """ms-swift's loader exactly as it is: no parity template in train mode left by another test."""
-    monkeypatch.setattr(parity_template, "_ACTIVE", [])
+    monkeypatch.setattr(parity_state, "_ACTIVE", [])
 
 
 def swift_load(path: Path) -> list[dict[str, Any]]:

@@ -29,15 +29,15 @@ import pytest
 from rollout_support import AGENT, FAMILIES, TOOLS, fake_logprobs, generations, hf_ids, swift_rlhf_utils, tokenizer
 
 import swift_ext
-from swift_ext.rollout import RolloutAlignmentError
-from swift_ext.rollout.record import parse_harmony
-from swift_ext.rollout_swift import (
+from swift_ext.ms_swift.grpo import (
     check_turn_logprob_counts,
     encode_token_turns,
-    explain_logprob_mismatch,
     has_token_id_content,
     token_content_ids,
 )
+from swift_ext.ms_swift.logprob_guard import explain_logprob_mismatch
+from swift_ext.rollout import RolloutAlignmentError
+from swift_ext.rollout.record import parse_harmony
 from swift_ext.types import IGNORE_INDEX
 
 # ms-swift 4.6.0 TemplateMeta (thinking_prefix, non_thinking_prefix) and Template._get_response_prefix's
@@ -318,7 +318,7 @@ def test_grpo_inputs_with_ms_swift(name, ctk):
     # The guard: a count mismatch that build_rollout_logps would swallow raises instead.
     import torch
 
-    from swift_ext.rollout_swift import install_logprob_guard
+    from swift_ext.ms_swift.logprob_guard import install_logprob_guard
 
     utils = swift_rlhf_utils()  # the module, or ms-swift's functions compiled from it (msgspec missing)
     uninstall = install_logprob_guard("raise", module=utils)
