@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from ..messages import parse_message
+from ..options import EncodeOptions
 from ..types import IGNORE_INDEX, Sample
 
 Scored = tuple[Sample, list[float]]
@@ -53,12 +53,9 @@ def prompt_ids(encoder: Any, messages: list[dict[str, Any]], tools: list | None,
     assistant message with no content) is left out."""
     messages = [m for m in messages if not (m.get("role") == "assistant" and m.get("content") is None
                                             and not m.get("tool_calls"))]
-    kwargs = encoder.template_kwargs(kwargs, history)
-    parsed = [parse_message(i, m) for i, m in enumerate(messages)]  # no 'needs an assistant turn' rule
-    dicts = [encoder.template_message(m) for m in parsed]
-    add_generation_prompt = not dicts or dicts[-1]["role"] != "assistant"
-    text = encoder.render(dicts, tools, kwargs, add_generation_prompt=add_generation_prompt, upto=len(dicts))
-    return encoder.tokens.encode_whole(text)
+    conversation = encoder.conversation(messages, tools, kwargs, EncodeOptions(history_reasoning=history),
+                                        require_assistant=False, check_tool_order=False)
+    return encoder.tokens.encode_whole(conversation.inference_prompt())
 
 
 class SampleCache:

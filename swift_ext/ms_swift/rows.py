@@ -20,6 +20,7 @@ from typing import Any
 from .. import encode as core_encode
 from ..core import get_encoder
 from ..families import Family
+from ..options import EncodeOptions
 from ..types import Sample
 from .conversion import Converted, row_conversation
 from .encoding import SampleCache, Scored, prompt_ids, sample_scales
@@ -97,8 +98,8 @@ class ParityRows:
         with report.naming_errors(inputs):
             samples = core_encode(
                 self.tokenizer, converted.messages, tools=tools, chat_template_kwargs=kwargs,
-                family=self.parity_encoder.family, history_reasoning=history, stats=report.stats,
-                reasoning_policy=reasoning_policy(),
+                family=self.parity_encoder.family, stats=report.stats,
+                options=EncodeOptions(history_reasoning=history, reasoning_policy=reasoning_policy()),
             )
         return self._parity_cache.put(key, [
             piece for sample in samples

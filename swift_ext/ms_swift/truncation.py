@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 
 from swift.template import MaxLengthError
 
-from ..types import IGNORE_INDEX, Sample
+from ..samples import truncate as truncate_sample
+from ..types import Sample
 from .encoding import Scored
 
 Drop = Callable[[str, Sample], None]
@@ -24,36 +25,17 @@ class ParitySampleDropped(MaxLengthError):
 
 
 def truncate(sample: Sample, scales: list[float], max_length: int | None, strategy: str, drop: Drop) -> list[Scored]:
-    """The pieces of ``sample`` to train on under ``--max_length`` and ``--truncation_strategy``."""
-    if max_length is None or len(sample) <= max_length:
-        return [(sample, scales)]
-    if strategy == "raise":
-        drop(f"longer than --max_length {max_length} (--truncation_strategy delete)", sample)
-        return []
-    out = []
-    for cut in _cuts(len(sample), max_length, strategy):
-        labels = list(sample.labels[cut])
-        piece_scales = list(scales[cut])
-        labels[0] = IGNORE_INDEX  # nothing predicts the first token (ms-swift does the same)
-        piece_scales[0] = 0.0
-        stop = cut.stop if cut.stop is not None else len(sample)
-        kept = [t for t in sample.turns if t.label_start < stop and t.label_end > cut.start]
-        piece = Sample(list(sample.input_ids[cut]), labels, kept)
-        if piece.num_labels == 0:
-            drop(f"no label left after --truncation_strategy {strategy} to {max_length}", sample)
-            continue
-        out.append((piece, piece_scales))
-    return out
-
-
-def _cuts(length: int, max_length: int, strategy: str) -> list[slice]:
-    if strategy == "left":
-        return [slice(length - max_length, None)]
-    if strategy == "right":
-        return [slice(0, max_length)]
-    if strategy == "split":
-        return [slice(i, i + max_length) for i in range(0, length, max_length)]
-    raise ValueError(f"Invalid truncation_strategy: {strategy}")
+    """The pieces of ``sample`` to train on under ``--max_length`` and ``--truncation_strategy`` (the core's one
+    truncation rule, ``samples.truncate``); each dropped piece is reported through ``drop``."""
+    if strategy not in ("raise", "left", "right", "split"):
+        raise ValueError(f"Invalid truncation_strategy: {strategy}")
+    # ms-swift hands --truncation_strategy delete over as 'raise'; the core calls it 'delete'.
+    cut = truncate_sample(sample, scales, max_length, "delete" if strategy == "raise" else strategy)
+    for _ in range(cut.dropped):
+        why = (f"longer than --max_length {max_length} (--truncation_strategy delete)" if strategy == "raise"
+               else f"no label left after --truncation_strategy {strategy} to {max_length}")
+        drop(why, sample)
+    return [(piece.sample, piece.loss_scale) for piece in cut.pieces]
 
 
 def row_samples(samples: Sequence[Scored], pick: int | str | None) -> list[Scored]:
