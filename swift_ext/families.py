@@ -83,7 +83,7 @@ class Family:
     @property
     def parity_template(self) -> str:
         """Name under which the framework adapters register this family."""
-        return f"{self.name}_parity"
+        return parity_name(self.name)
 
     def thinking_enabled(self, kwargs: dict[str, Any]) -> bool | None:
         """Whether the template runs in thinking mode under these kwargs (None: no switch)."""
@@ -107,6 +107,17 @@ GENERIC = Family(
     stop_strings=(),
     reasoning_field="reasoning_content",
 )
+
+
+def parity_name(name: str) -> str:
+    """The naming rule of parity templates (and of their agent templates): ``<name>_parity``."""
+    return f"{name}_parity"
+
+
+def parity_template_of(name: str) -> str:
+    """The name a family's parity template is registered under (``hf`` -> ``hf_parity``); ``UnknownFamilyError``
+    for a name no family has."""
+    return load_family(name).parity_template
 
 
 def template_sha256(template: str) -> str:
@@ -223,6 +234,8 @@ __all__ = [
     "detect_family",
     "list_families",
     "load_family",
+    "parity_name",
+    "parity_template_of",
     "resolve_family",
     "template_sha256",
 ]

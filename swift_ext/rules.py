@@ -19,6 +19,9 @@ from enum import Enum
 class Group(str, Enum):
     """What kind of thing a rule is about; one table each in ``docs/rules.md``, in this order."""
 
+    heading: str
+    intro: str
+
     def __new__(cls, value: str, heading: str, intro: str) -> Group:
         member = str.__new__(cls, value)
         member._value_ = value
@@ -49,6 +52,10 @@ class Group(str, Enum):
 
 class Rule(str, Enum):
     """Every rule id swift-ext raises: ``(id, group, meaning, raised_by)``; a member equals its id."""
+
+    group: Group
+    meaning: str
+    raised_by: tuple[str, ...]
 
     def __new__(cls, value: str, group: Group, meaning: str, raised_by: tuple[str, ...]) -> Rule:
         member = str.__new__(cls, value)

@@ -159,10 +159,12 @@ class SegmentTokenizer:
 
         Cheap enough for every call (one id lookup): a token with new text always gets the next free id, so
         that id being taken means the added tokens, and so the split points and piece ids, changed."""
-        if self._backend is None:
+        backend = self._backend
+        if backend is None:
             return len(self.tokenizer) == self._vocabulary
-        return (getattr(self.tokenizer, "backend_tokenizer", None) is self._backend
-                and self._backend.id_to_token(self._vocabulary) is None)
+        if getattr(self.tokenizer, "backend_tokenizer", None) is not self._backend:
+            return False
+        return backend.id_to_token(self._vocabulary) is None
 
     # -- internals ---------------------------------------------------------------
     def _vocabulary_state(self, added_ids) -> int:

@@ -23,6 +23,9 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import UnknownFamilyError
+from ..families import GENERIC, parity_template_of
+
 USAGE = """\
 usage: swift-ext lf COMMAND CONFIG.(yaml|json) [key=value ...]
 
@@ -85,7 +88,7 @@ def split_config(config: dict[str, Any]):
                     f"{key} is LLaMA-Factory's switch for its slot templates; parity templates render the model's "
                     f"own chat template: use {instead}"
                 )
-        if options.family and template != "hf_parity" and options.family + "_parity" != template:
+        if options.family and template != GENERIC.parity_template and _parity_template(options.family) != template:
             raise UsageError(f"swift_ext.family={options.family!r} contradicts template: {template}")
     elif section:
         raise UsageError(f"the {SECTION} section applies to parity templates only, and template is {template!r}")
@@ -198,3 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _parity_template(family: str) -> str:
+    try:
+        return parity_template_of(family)
+    except UnknownFamilyError as exc:
+        raise UsageError(f"swift_ext.family: {exc.detail}") from None

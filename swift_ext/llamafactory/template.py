@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import swift_ext
 from swift_ext.errors import InputError, ParityError
+from swift_ext.families import GENERIC, parity_template_of
+from swift_ext.messages import REASONING_ALIASES
 from swift_ext.options import EncodeOptions
 from swift_ext.types import IGNORE_INDEX, EncodeStats, Sample
 
@@ -39,7 +41,7 @@ from llamafactory.data.template import Template  # noqa: E402
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizer
 
-HF_PARITY = "hf_parity"
+HF_PARITY = GENERIC.parity_template
 PAYLOAD_PREFIX = "[swift_ext conversation v1]"
 """Start of the single ``_prompt`` message by which the parity dataset converter hands a
 conversation through LLaMA-Factory's aligned format unchanged (JSON after the prefix)."""
@@ -123,7 +125,7 @@ def _function_message(content: str) -> dict[str, Any]:
 
 def _is_empty(message: Mapping[str, Any]) -> bool:
     return not message.get("content") and not message.get("tool_calls") and not any(
-        message.get(k) for k in ("reasoning_content", "thinking", "reasoning")
+        message.get(k) for k in REASONING_ALIASES
     )
 
 
@@ -192,7 +194,7 @@ class ParityTemplate(Template):
             if options.family not in (None, self.parity_family):
                 raise ValueError(
                     f"template {self.parity_name!r} is the {self.parity_family!r} family, but swift_ext.family says "
-                    f"{options.family!r}: use template: {options.family}_parity or hf_parity"
+                    f"{options.family!r}: use template: {parity_template_of(options.family)} or hf_parity"
                 )
             return self.parity_family
         return options.family

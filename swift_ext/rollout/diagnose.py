@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ParityError
+from ..messages import REASONING_ALIASES
 from ..text import first_token_difference
 
 CAUSES = {
@@ -168,7 +169,7 @@ def is_insertion(longer: str, shorter: str) -> bool:
 
 
 def reasoning_of(message: dict[str, Any]) -> str | None:
-    for key in ("reasoning_content", "thinking", "reasoning"):
+    for key in REASONING_ALIASES:
         value = message.get(key)
         if isinstance(value, str) and value.strip():
             return value
