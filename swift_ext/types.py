@@ -84,13 +84,15 @@ class Sample:
 
     Rollout samples also carry ``logprobs``: the engine's logprob of each labelled position, in order
     (``len(logprobs) == num_labels``); ``logprobs[k]`` is ``log p(input_ids[t] | input_ids[:t])`` at the k-th
-    labelled position ``t``.
+    labelled position ``t``. Token-id turns of ms-swift GRPO carry a ``loss_scale`` per token.
     """
 
     input_ids: list[int]
     labels: list[int]
     turns: list[TurnSpan]
     logprobs: list[float] | None = None
+    loss_scale: list[float] | None = None
+    """A weight per token, where the sample carries its own (ms-swift GRPO's token-id turns); None: 1 on labels."""
 
     @property
     def num_labels(self) -> int:

@@ -26,7 +26,7 @@ ms-swift's own silent check loud.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -36,7 +36,7 @@ from ..families import Family
 from ..rollout.diagnose import alignment_error
 from ..rollout.prompts import PromptBuilder, stop_length
 from ..rollout.record import GeneratedTurn, MessageParser, RolloutRecord, ToolCallParser, parse_harmony, text_from_ids
-from ..types import IGNORE_INDEX
+from ..types import IGNORE_INDEX, Sample, TurnSpan
 from .encoding import contexts
 
 MESSAGE_PARSERS: Mapping[str, MessageParser] = MappingProxyType({"harmony": parse_harmony})
@@ -68,24 +68,16 @@ def has_token_id_content(messages: Sequence[Mapping[str, Any]]) -> bool:
 
 
 @dataclass
-class TokenTurnEncoding:
-    """Result of ``encode_token_turns``."""
+class TokenTurnEncoding(Sample):
+    """Result of ``encode_token_turns``: a ``Sample`` whose ``loss_scale`` is the turns' own and whose ``turns`` are
+    the id turns (``input_ids[label_start:label_end]`` are the turn's ids; ``input_ids[:prompt_end]`` is the prompt
+    it was sampled from)."""
 
-    input_ids: list[int]
-    labels: list[int]
-    loss_scale: list[float]
-    turns: list[tuple[int, int, int]] = field(default_factory=list)
-    """(message index, start, end): ``input_ids[start:end]`` are the turn's ids; ``input_ids[:start]`` is the
-    prompt the turn was sampled from."""
     is_training: bool = True
 
     def swift_contexts(self) -> tuple[list[list[int]], list[float], int]:
         """``(context_list, loss_scale_list, answer_len)`` as ms-swift's ``Template._jinja_encode`` returns them."""
-        return (*contexts(self.input_ids, self.loss_scale), 1 if self.is_training else 0)
-
-    @property
-    def num_labels(self) -> int:
-        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+        return (*contexts(self.input_ids, self.loss_scale or []), 1 if self.is_training else 0)
 
 
 def encode_token_turns(
@@ -144,7 +136,7 @@ def encode_token_turns(
     labels = [t if s > 0 else IGNORE_INDEX for t, s in zip(input_ids, scales)]
     if logprob_counts is not None:
         check_turn_logprob_counts(spans, scales, logprob_counts)
-    return TokenTurnEncoding(input_ids, labels, scales, spans, is_training)
+    return TokenTurnEncoding(input_ids, labels, spans, loss_scale=scales, is_training=is_training)
 
 
 IdTurn = tuple[int, list[int], list[float]]
@@ -183,12 +175,13 @@ def _first_prompt(encoder: Encoder, text_messages: list[dict[str, Any]], tools: 
     builder = PromptBuilder(encoder, RolloutRecord(text_messages, tools or None, dict(kwargs), []), dict(kwargs), {})
     add = not (text_messages and text_messages[-1].get("role") == "assistant")
     prompt = encoder.tokens.encode(builder.render(len(text_messages), add_generation_prompt=add))
-    return TokenTurnEncoding(prompt, [IGNORE_INDEX] * len(prompt), [0.0] * len(prompt), [], False)
+    return TokenTurnEncoding(prompt, [IGNORE_INDEX] * len(prompt), [], loss_scale=[0.0] * len(prompt),
+                             is_training=False)
 
 
 def _assemble(encoder: Encoder, text_messages: list[dict[str, Any]], turns: list[IdTurn],
               tools: list[dict[str, Any]] | None, kwargs: dict[str, Any],
-              is_training: bool) -> tuple[list[int], list[float], list[tuple[int, int, int]]]:
+              is_training: bool) -> tuple[list[int], list[float], list[TurnSpan]]:
     """Each turn's prompt context then its ids verbatim, then what follows the last one: (ids, scales, spans)."""
     generated = [GeneratedTurn(message_index=i, ordinal=n, token_ids=tuple(ids), logprobs=None)
                  for n, (i, ids, _) in enumerate(turns)]
@@ -196,7 +189,7 @@ def _assemble(encoder: Encoder, text_messages: list[dict[str, Any]], turns: list
     builder = PromptBuilder(encoder, record, dict(record.chat_template_kwargs), {})
     input_ids: list[int] = []
     scales_out: list[float] = []
-    spans: list[tuple[int, int, int]] = []
+    spans: list[TurnSpan] = []
     previous: GeneratedTurn | None = None
     for turn, (index, ids, scales) in zip(generated, turns):
         if previous is None:
@@ -209,7 +202,7 @@ def _assemble(encoder: Encoder, text_messages: list[dict[str, Any]], turns: list
         overlap = _masked_overlap(input_ids, ids, scales)
         ids, scales = ids[overlap:], scales[overlap:]
         builder.turn_ids[index] = ids
-        spans.append((index, len(input_ids), len(input_ids) + len(ids)))
+        spans.append(TurnSpan(index, len(input_ids), len(input_ids), len(input_ids) + len(ids), ordinal=turn.ordinal))
         input_ids.extend(ids)
         scales_out.extend(scales)
         previous = turn
@@ -241,7 +234,7 @@ def _masked_overlap(context: list[int], ids: list[int], scales: list[float]) -> 
     return 0
 
 
-def check_turn_logprob_counts(spans: Sequence[tuple[int, int, int]], loss_scale: Sequence[float],
+def check_turn_logprob_counts(spans: Sequence[TurnSpan], loss_scale: Sequence[float],
                               logprob_counts: Sequence[int]) -> None:
     """Each id turn's trained positions must match its rollout logprobs one for one."""
     if len(logprob_counts) != len(spans):
@@ -250,8 +243,9 @@ def check_turn_logprob_counts(spans: Sequence[tuple[int, int, int]], loss_scale:
             expected=len(logprob_counts),
             headline=f"{len(spans)} token-id turns but rollout logprobs for {len(logprob_counts)} turns: ms-swift "
                      "would silently turn off importance-sampling correction", cause=None)
-    for ordinal, ((index, start, end), count) in enumerate(zip(spans, logprob_counts)):
-        trained = sum(1 for s in loss_scale[start:end] if s > 0)
+    for ordinal, (span, count) in enumerate(zip(spans, logprob_counts)):
+        index = span.message_index
+        trained = sum(1 for s in loss_scale[span.label_start:span.label_end] if s > 0)
         if trained != count:
             raise alignment_error(
                 rule="rollout-logprob-count", turn=ordinal, message_index=index, consumed=trained, expected=count,

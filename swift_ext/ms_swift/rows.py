@@ -21,7 +21,6 @@ from .. import encode as core_encode
 from ..core import get_encoder
 from ..families import Family
 from ..options import EncodeOptions
-from ..types import Sample
 from .conversion import Converted, row_conversation
 from .encoding import SampleCache, Scored, prompt_ids, sample_scales
 from .grpo import TokenTurnEncoding, encode_token_turns, has_token_id_content, message_parser_for
@@ -87,7 +86,7 @@ class ParityRows:
         --max_length is then ms-swift's own handling (``_encode_truncated``), as for any GRPO template."""
         if has_token_id_content(inputs.messages):
             encoded = self.parity_token_turns(inputs, is_training=True)
-            return [(Sample(encoded.input_ids, encoded.labels, []), list(encoded.loss_scale))]
+            return [(encoded, list(encoded.loss_scale or []))]
         converted, tools = self._parity_conversation(inputs)
         kwargs, history = self._parity_kwargs(inputs)
         key = SampleCache.key(converted.messages, tools, kwargs, history)

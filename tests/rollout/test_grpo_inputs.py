@@ -170,7 +170,8 @@ def grpo_trajectory(helpers, name: str, ctk: dict, messages=None):
 def check_trajectory(helpers, prompts, sampled, logprobs, training) -> None:
     ids = training.input_ids
     assert len(training.turns) == len(sampled)
-    for (index, start, end), prompt, turn_ids in zip(training.turns, prompts, sampled):
+    for span, prompt, turn_ids in zip(training.turns, prompts, sampled):
+        index, start, end = span.message_index, span.label_start, span.label_end
         assert ids[:start] == prompt, f"message {index}: the training context is not the engine's prompt"
         assert ids[start:end] == turn_ids, f"message {index}: the sampled ids are not verbatim"
     mask = [label != IGNORE_INDEX for label in training.labels]
@@ -241,8 +242,9 @@ def test_masked_tips_inside_a_turn_stay_unlabelled():
     encoded = encode_token_turns(encoder, [{"role": "user", "content": "6+6?"},
                                            {"role": "assistant", "content": content}],
                                  logprob_counts=[len(sampled)])
-    (_, start, end), = encoded.turns
-    assert encoded.input_ids[start:end] == sampled + tips and encoded.num_labels == len(sampled)
+    (span,) = encoded.turns
+    assert encoded.input_ids[span.label_start:span.label_end] == sampled + tips
+    assert encoded.num_labels == len(sampled)
 
 
 # ------------------------------------------------------------------------------ ms-swift's own code
