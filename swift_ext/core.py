@@ -58,10 +58,11 @@ from .options import (
 )
 from .render import ChatRenderer, template_of, tokenizer_template_kwargs
 from .samples import SampleBuilder
+from .spans import completion_parts
 from .template_facts import reads_content_parts
 from .text import common_prefix_len, common_suffix_len, first_difference, suffix_prefix_overlap
 from .tokens import SegmentTokenizer
-from .types import EncodeStats, Message, Sample, TurnSpan
+from .types import EncodeStats, Message, Part, Sample, TurnSpan
 
 __all__ = [
     "ARGUMENTS_POLICIES",
@@ -84,6 +85,7 @@ class _Turn:
     spliced: bool
     reasoning_formatted: bool
     reasoning_dropped: bool
+    parts: tuple[Part, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -333,7 +335,9 @@ class Encoder:
         check_rendered(completion, message, i)
         if text.spliced:
             check_no_foreign_text(completion, conversation.messages, i)
-        return _Turn(i, prompt, completion, text.spliced, formatted, dropped)
+        parts = completion_parts(completion, message, self.family.reasoning_tags, self._open_block(prompt),
+                                 self.stop_strings)
+        return _Turn(i, prompt, completion, text.spliced, formatted, dropped, parts)
 
     def _turn_text(self, conversation: Conversation, i: int, prompt: str) -> _TurnText:
         """The text the model generated for turn i (before the stop cut), and where it sits in the rendering.
@@ -537,7 +541,7 @@ class Encoder:
                                         message_index=turn.message_index)
             span = TurnSpan(message_index=turn.message_index, prompt_end=0, label_start=0, label_end=0,
                             completion_text=turn.completion_text, spliced=turn.spliced,
-                            reasoning_formatted=turn.reasoning_formatted)
+                            reasoning_formatted=turn.reasoning_formatted, parts=turn.parts)
             builder.add(prompt_ids, completion_ids, span)
         return builder.samples
 

@@ -44,6 +44,16 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Part:
+    """Characters ``completion_text[start:end]`` of a turn are of kind ``kind`` (``swift_ext.spans.KINDS``:
+    reasoning, empty_reasoning, answer, tool_call, stop, other)."""
+
+    kind: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class TurnSpan:
     """Where one trained assistant turn sits inside a sample.
 
@@ -71,6 +81,8 @@ class TurnSpan:
     trained: bool = True
     canonical: bool | None = None
     """Rollouts: whether the sampled ids are the tokenizer's own tokenization of their text (None: not checked)."""
+    parts: tuple[Part, ...] = ()
+    """Where the completion's reasoning, answer, tool calls and stop string are (``swift_ext.spans``)."""
 
     @property
     def turn(self) -> int | None:

@@ -583,6 +583,27 @@ def check_samples(case: Case, conv: Conversation, samples: list[swift_ext.Sample
     swift_ext.verify(case.tokenizer, msgs, samples, conv.tools, case.kwargs)
 
 
+def check_parts(span: swift_ext.TurnSpan, info: Any, stop: str, reasoning: str) -> None:
+    """The turn's parts (reasoning / answer / tool call / stop / other) cover its completion in order, and each
+    holds what its kind says: the answer part is the turn's content, the stop part its stop string, the reasoning
+    the turn's reasoning, every tool name inside the tool-call part."""
+    text, parts = span.completion_text, span.parts
+    assert [p.start for p in parts] == [0, *[p.end for p in parts[:-1]]] and parts[-1].end == len(text), parts
+    by_kind = {}
+    for part in parts:
+        by_kind.setdefault(part.kind, []).append(text[part.start:part.end])
+    assert by_kind.get("stop") == [stop], (by_kind, stop)
+    answer = info.answer.strip() if isinstance(info.answer, str) else ""
+    if answer and "answer" in by_kind:
+        assert by_kind["answer"] == [answer], (by_kind, answer)
+    elif answer:  # gpt-oss writes a tool-call turn's content in its analysis channel: reasoning, to the model
+        assert any(answer in r for r in by_kind.get("reasoning", [])), (by_kind, answer)
+    if reasoning:
+        assert any(reasoning in r for r in by_kind.get("reasoning", [])), (by_kind, reasoning)
+    for name in info.tool_names:
+        assert any(name in c for c in by_kind.get("tool_call", [])), (by_kind, name)
+
+
 def check_turn(case: Case, conv: Conversation, oracle: Oracle, sample: swift_ext.Sample, span: swift_ext.TurnSpan,
                policy: str) -> None:
     i = span.message_index
@@ -610,6 +631,7 @@ def check_turn(case: Case, conv: Conversation, oracle: Oracle, sample: swift_ext
     reasoning = (info.reasoning or "").strip()
     if policy == "error" and reasoning:
         assert holds_reasoning(text, reasoning, info.answer), f"turn {i}'s reasoning silently dropped: {text!r}"
+    check_parts(span, info, ends[0], reasoning if policy == "error" else "")
     # I2: where the template's own rendering of the turn extends the generation prompt (and holds the turn's
     # reasoning), the model generated exactly that rendering up to the first stop string.
     prompt, rendering = oracle.prompt(i), oracle.rendering(i)
