@@ -267,6 +267,14 @@ class Rule(str, Enum):
     POLICY_TOKEN_CACHE = ("policy-token-cache", Group.POLICY,
                           "`SWIFT_EXT_TOKEN_CACHE_MB` is not a positive number of megabytes (the piece cache's "
                           "bound per encoder, default 256).", ("swift_ext.tokens",))
+    POLICY_SPAN_WEIGHTS = ("policy-span-weights", Group.POLICY,
+                           "Span weights (`$SWIFT_EXT_SPAN_WEIGHTS`, LLaMA-Factory's `swift_ext.span_weights`, "
+                           "`inspect --span-weights`) are not a JSON object of part kind to a number >= 0, or "
+                           "name a kind that does not exist.", ("swift_ext.weights",))
+    POLICY_LOSS_SCALE = ("policy-loss-scale", Group.POLICY,
+                         "`--loss_scale` names a strategy ms-swift does not know, a strategy's split does not add up "
+                         "to the completion it was given, or the tokenizer gives no character offsets to weigh "
+                         "tokens by.", ("swift_ext.ms_swift.loss_scale", "swift_ext.weights"))
     POLICY_REASONING_POLICY = ("policy-reasoning_policy", Group.POLICY,
                                "`reasoning_policy` is not `'error'` or `'drop'`.", ("swift_ext.options",))
     POLICY_HISTORY_REASONING = ("policy-history_reasoning", Group.POLICY,

@@ -92,14 +92,4 @@ def _fill(parts: list[Part], length: int) -> tuple[Part, ...]:
     return tuple(out)
 
 
-def token_weights(offsets: Sequence[tuple[int, int]], char_weights: Sequence[float]) -> list[float]:
-    """Per-token weights from per-character weights: a token that straddles parts of different weights gets the
-    largest of them (a token that carries any trained character is trained, never silently zeroed)."""
-    out = []
-    for start, end in offsets:
-        out.append(max(char_weights[start:end]) if end > start else (char_weights[start] if start < len(char_weights)
-                                                                      else 0.0))
-    return out
-
-
-__all__ = ["KINDS", "Part", "completion_parts", "token_weights"]
+__all__ = ["KINDS", "Part", "completion_parts"]

@@ -136,6 +136,14 @@ class SegmentTokenizer:
             ends += [m.end() for m in self._splitter.finditer(text)] if self._splitter is not None else []
         return sorted({e for e in ends if 0 < e < len(text)} | {len(text)})
 
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """The character span of each of ``text``'s tokens (whole-string tokenization; a token that is part of a
+        character, as byte-level BPE makes of rare characters, spans that character)."""
+        if self._backend is not None:
+            return list(self._backend.encode(text, add_special_tokens=False).offsets)
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [tuple(pair) for pair in encoded["offset_mapping"]]
+
     def token_id(self, text: str) -> int | None:
         """The id of ``text`` when it is exactly one token."""
         ids = self.encode_whole(text)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     samples, stats, encoder = attempt
     if args.json:
         print(json.dumps([{"input_ids": s.input_ids, "labels": s.labels,
-                           "turns": [t.__dict__ for t in s.turns]} for s in samples], ensure_ascii=False))
+                           "turns": [dataclasses.asdict(t) for t in s.turns]} for s in samples], ensure_ascii=False))
         return 0
     family = encoder.family
     console.print(Text.assemble("family: ", (family.name, "bold"), f" ({family.description}); ms-swift template: ",

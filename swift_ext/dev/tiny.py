@@ -21,8 +21,11 @@ ARCHITECTURES = ("qwen3", "llama")
 
 
 def copy_tokenizer_files(fixture_name: str, out_dir: Path) -> Path:
-    """The fixture's tokenizer and template files, copied into ``out_dir`` (a scratch model folder)."""
+    """The fixture's tokenizer and template files, copied into ``out_dir`` (a scratch model folder). A
+    template-only fixture (Gemma-4) gets its derived tokenizer saved there, so a loader finds the same tokens."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if fixtures.is_template_only(fixture_name):
+        fixtures.load_tokenizer(fixture_name).save_pretrained(str(out_dir))
     for item in fixtures.fixture_dir(fixture_name).iterdir():
         if item.is_file():
             shutil.copyfile(item, out_dir / item.name)

@@ -14,6 +14,7 @@ from typing import Any
 from ..core import get_encoder
 from ..types import IGNORE_INDEX, EncodeStats, Sample, TurnSpan
 from ..verify import verify
+from ..weights import LossWeights, last_queries
 from .options import CommandOptions
 from .rows import Row
 from .source import ModelSource
@@ -26,10 +27,17 @@ class TokenView:
     text: str
     turn: int | None = None
     """Message index of the turn this token is a label of; None when not trained."""
+    weight: float | None = None
+    """The token's loss weight when a loss scale was asked for (``--loss-scale`` / ``--span-weights``)."""
 
     @property
     def trained(self) -> bool:
         return self.turn is not None
+
+    @property
+    def unusual_weight(self) -> bool:
+        """A weight other than what the labels alone say (1 on a label, 0 elsewhere): worth showing."""
+        return self.weight is not None and self.weight != (1.0 if self.trained else 0.0)
 
 
 @dataclass
@@ -69,6 +77,8 @@ class InspectView:
     stats: EncodeStats
     options: dict[str, Any] = field(default_factory=dict)
     derived_tokenizer: bool = False
+    loss_weights: str | None = None
+    """The loss scale the token weights are of (None: no weights asked for)."""
 
     def prompt_for(self, message_index: int) -> PromptView:
         return next(p for p in self.prompts if p.message_index == message_index)
@@ -89,18 +99,21 @@ class InspectView:
 
 
 def token_views(decode: Any, ids: list[int], labels: list[int] | None = None,
-                turns: list[TurnSpan] = ()) -> list[TokenView]:
-    """One view per token; a labelled token records the turn it belongs to."""
+                turns: list[TurnSpan] = (), weights: list[float] | None = None) -> list[TokenView]:
+    """One view per token; a labelled token records the turn it belongs to, and its weight when asked for."""
     owner = {k: span.message_index for span in turns for k in range(span.label_start, span.label_end)}
     views = []
     for k, token_id in enumerate(ids):
         trained = labels is not None and labels[k] != IGNORE_INDEX
-        views.append(TokenView(k, token_id, decode([token_id]), owner.get(k, -1) if trained else None))
+        views.append(TokenView(k, token_id, decode([token_id]), owner.get(k, -1) if trained else None,
+                               None if weights is None else weights[k]))
     return views
 
 
-def build_view(source: ModelSource, row: Row, options: CommandOptions, turn: int | None = None) -> InspectView:
-    """Encode and verify ``row``, and pair each trained turn with its independently built inference prompt."""
+def build_view(source: ModelSource, row: Row, options: CommandOptions, turn: int | None = None,
+               weights: LossWeights | None = None) -> InspectView:
+    """Encode and verify ``row``, and pair each trained turn with its independently built inference prompt;
+    ``weights``: the loss weight of every token under that loss scale."""
     encoder = get_encoder(source.tokenizer, **source.encoder_kwargs(), **options.encoder_kwargs())
     stats = EncodeStats()
     samples = encoder.encode(row.messages, row.tools, options.chat_template_kwargs, conversation_index=row.index,
@@ -109,7 +122,11 @@ def build_view(source: ModelSource, row: Row, options: CommandOptions, turn: int
            options=options.policies, conversation_index=row.index, **source.encoder_kwargs(),
            **options.encoder_kwargs())
     decode = encoder.tokens.decode
-    views = [SampleView(n, token_views(decode, s.input_ids, s.labels, s.turns), s.turns) for n, s in enumerate(samples)]
+    queries = last_queries(row.messages)
+    views = [SampleView(n, token_views(decode, s.input_ids, s.labels, s.turns,
+                                       None if weights is None else weights.sample(s, encoder.tokens.offsets,
+                                                                                   queries=queries)), s.turns)
+             for n, s in enumerate(samples)]
     prompts = [_prompt_view(encoder, source, row, options, n, sample, span)
                for n, sample in enumerate(samples) for span in sample.turns]
     chosen = turn if turn is not None else prompts[-1].message_index
@@ -117,7 +134,8 @@ def build_view(source: ModelSource, row: Row, options: CommandOptions, turn: int
         trained = ", ".join(str(p.message_index) for p in prompts)
         raise ValueError(f"message {chosen} is not a trained turn of row {row.index} (trained: {trained})")
     return InspectView(source.label, encoder.family.name, encoder.family.parity_template, row.index, row.line,
-                       row.messages, views, prompts, chosen, stats, options.to_dict(), source.derived)
+                       row.messages, views, prompts, chosen, stats, options.to_dict(), source.derived,
+                       None if weights is None else weights.name)
 
 
 def _prompt_view(encoder: Any, source: ModelSource, row: Row, options: CommandOptions, number: int,

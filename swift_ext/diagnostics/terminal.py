@@ -28,6 +28,8 @@ STATUS_STYLE = {PASS: ("✓ pass", "green"), FAIL: ("✗ fail", "bold red"), NA:
 SUPPORT_STYLE = {"yes": "green", "partly": "yellow", "no": "red"}
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 """Around every run of trained tokens (labels) in terminal output: visible without colour."""
+WEIGHT_NOTE = ("×w after a token: its loss weight, where it is not 1 on a trained token or 0 elsewhere; a token "
+               "that spans two parts gets the larger weight")
 DERIVED_NOTE = "derived tokenizer: token ids differ from the model's; the template-text findings do not"
 _SUBSCRIPT = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 
@@ -171,13 +173,18 @@ def visible(text: str) -> str:
 
 def token_text(token: TokenView, colours: dict[int, str], ids: bool = True, *, opens: bool = False,
                closes: bool = False) -> Text:
-    """A token in its turn's colour (plain when not trained), its id in subscript after it; ``opens`` /
-    ``closes``: the token starts / ends a run of trained tokens (⟦ before it / ⟧ after it, before its line break)."""
+    """A token in its turn's colour (plain when not trained), its id in subscript after it, its loss weight
+    (``×0.5``) when that is not what its label says; ``opens`` / ``closes``: the token starts / ends a run of
+    trained tokens (⟦ before it / ⟧ after it, before its line break)."""
     style = f"black on {colours.get(token.turn, TURN_COLOURS[0])}" if token.turn is not None else ""
+    if token.trained and token.weight == 0:
+        style += " strike"
     text = Text(TRAINED_OPEN, style="bold") if opens else Text()
     text.append(visible(token.text), style=style)
     if ids:
         text.append(str(token.id).translate(_SUBSCRIPT), style="dim")
+    if token.unusual_weight:
+        text.append(f"×{token.weight:g}", style="bold magenta")
     if closes:
         text.append(TRAINED_CLOSE, style="bold")
     if "\n" in token.text:
@@ -205,7 +212,8 @@ def inspect_renderables(view: InspectView, ids: bool = True) -> list[Any]:
     out: list[Any] = [_inspect_header(view, colours)]
     for sample in view.samples:
         turns = ", ".join(f"message {s.message_index} (labels {s.label_start}-{s.label_end - 1})" for s in sample.turns)
-        title = f"sample {sample.index}: {len(sample.tokens)} tokens, {sample.num_labels} trained · {turns}"
+        weight = "" if view.loss_weights is None else f", total weight {sum(t.weight or 0.0 for t in sample.tokens):g}"
+        title = f"sample {sample.index}: {len(sample.tokens)} tokens, {sample.num_labels} trained{weight} · {turns}"
         out.append(Panel(_tokens(sample.tokens, colours, ids), title=Text(title), title_align="left"))
     out.append(_side_by_side(view, colours, ids))
     return out
@@ -223,6 +231,8 @@ def _inspect_header(view: InspectView, colours: dict[int, str]) -> Panel:
         legend.append(f" message {message_index} ", style=f"black on {colour}")
         legend.append(" ")
     grid.add_row("trained turns", legend)
+    if view.loss_weights is not None:
+        grid.add_row("loss weights", Text(f"{view.loss_weights} · {WEIGHT_NOTE}"))
     for k, message in enumerate(view.messages):
         grid.add_row(Text(f"[{k}]"), Text(message_line(message), overflow="ellipsis", no_wrap=True))
     if view.derived_tokenizer:

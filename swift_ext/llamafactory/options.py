@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import ParityError
 from ..options import EncodeOptions
+from ..weights import kind_weights
 
 ENV_VAR = "SWIFT_EXT_LF_OPTIONS"
 
@@ -46,6 +47,10 @@ class ParityOptions:
     sample when not even the first fits), ``drop`` drops the sample, ``error`` raises."""
     on_error: str = "raise"
     """A conversation the core rejects: ``raise`` stops, ``skip`` leaves it out and counts it."""
+    span_weights: dict[str, float] | None = None
+    """Parts of each completion not to train (``swift_ext.spans`` kinds: reasoning, empty_reasoning, answer,
+    tool_call, stop, other), e.g. ``{empty_reasoning: 0}``. LLaMA-Factory has no per-token weights, so a kind is
+    masked (0) or trained (1); a token that straddles two kinds is trained when either is."""
 
     def __post_init__(self) -> None:
         if self.truncation not in TRUNCATION_MODES:
@@ -60,6 +65,15 @@ class ParityOptions:
                 raise ValueError("swift_ext.stop_strings must be a list of non-empty strings")
             object.__setattr__(self, "stop_strings", stops)
         object.__setattr__(self, "chat_template_kwargs", dict(self.chat_template_kwargs))
+        if self.span_weights is not None:
+            given = self.span_weights
+            weights = kind_weights(given, source="swift_ext.span_weights")  # PolicyError: unknown kind, not a number
+            odd = {k: v for k, v in dict(given).items() if weights[k] not in (0.0, 1.0)}
+            if odd:
+                raise ValueError(f"swift_ext.span_weights {odd}: LLaMA-Factory has no per-token loss weights, so a "
+                                 "kind can only be masked (0) or trained (1); use ms-swift's --loss_scale "
+                                 "parity_spans for other weights")
+            object.__setattr__(self, "span_weights", {k: weights[k] for k in given})
 
     @property
     def reasoning_policy(self) -> str:

@@ -191,6 +191,11 @@ class _ParityRows:
                         len(sample), self.data_args.cutoff_len, options.truncation,
                     )
                     continue
+                if not fitted.num_labels:  # swift_ext.span_weights masked every token it would train
+                    counts["masked_samples"] = counts.get("masked_samples", 0) + 1
+                    logger.warning("swift_ext: dropped a sample with nothing left to train after span_weights %s",
+                                   options.span_weights)
+                    continue
                 if dropped_turns:
                     logger.warning(
                         "swift_ext: cut a sample of %d tokens to %d at a turn boundary (cutoff_len=%d): %d turn(s) "
@@ -245,6 +250,8 @@ class _ParityRows:
                 f"{stats.trained_turns} trained turns ({stats.spliced_turns} spliced), emitted/full-render token "
                 f"ratio {stats.emitted_ratio:.3f}; skipped {counts.get('skipped', 0)} conversations, dropped "
                 f"{counts.get('dropped_samples', 0)} samples and {counts.get('dropped_turns', 0)} turns for cutoff_len"
+                + (f", {counts['masked_samples']} samples left with nothing to train by span_weights"
+                   if counts.get("masked_samples") else "")
             )
 
 

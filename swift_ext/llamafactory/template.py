@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import swift_ext
+from swift_ext.core import get_encoder
 from swift_ext.errors import InputError, ParityError
 from swift_ext.families import GENERIC, parity_template_of
 from swift_ext.messages import REASONING_ALIASES
 from swift_ext.options import EncodeOptions
 from swift_ext.types import IGNORE_INDEX, EncodeStats, Sample
+from swift_ext.weights import LossWeights, kind_weights, masked
 
 from ._compat import ensure_torchaudio
 from .options import ParityOptions, current_options
@@ -200,8 +202,6 @@ class ParityTemplate(Template):
         return options.family
 
     def encoder(self, tokenizer: PreTrainedTokenizer, options: ParityOptions | None = None):
-        from swift_ext.core import get_encoder
-
         options = options or current_options()
         return get_encoder(
             tokenizer, family=self.family_for(options), strict=options.strict, stop_strings=options.stop_strings
@@ -228,7 +228,7 @@ class ParityTemplate(Template):
 
     def _encode(self, tokenizer, conversation, hf_tools, options, last_turn_only=False, conversation_index=None,
                 stats=None) -> list[Sample]:
-        return swift_ext.encode(
+        samples = swift_ext.encode(
             tokenizer,
             conversation,
             hf_tools,
@@ -240,6 +240,11 @@ class ParityTemplate(Template):
             conversation_index=conversation_index,
             stats=stats,
         )
+        if options.span_weights is None:
+            return samples
+        weights = LossWeights(kinds=kind_weights(options.span_weights), name="swift_ext.span_weights")
+        offsets = self.encoder(tokenizer, options).tokens.offsets
+        return [masked(sample, weights.sample(sample, offsets)) for sample in samples]
 
     def encode_sample_pairs(
         self,

@@ -52,9 +52,11 @@ def register() -> list[str]:
     (``$SWIFT_EXT_LOGPROB_GUARD``; idempotent)."""
     if state.registered() is None:
         from .data import install
+        from .loss_scale import register as register_loss_scale
         from .registry import register_parity_templates
 
         mode = logprob_guard_mode()  # a bad $SWIFT_EXT_LOGPROB_GUARD fails before anything is registered
+        register_loss_scale()
         state.set_registered(register_parity_templates())
         install()
         configure_logprob_guard(mode)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
+from ..weights import apply_last_round
 from .columns import SIDE_CHANNEL
 
 _MEDIA_TAG = re.compile(r"(<image>|<video>|<audio>)")
@@ -120,14 +121,6 @@ def check_same_conversation(side: Converted, swift: Converted) -> None:
             "was the dataset transformed after loading?",
             rule="input-side-channel",
         )
-
-
-def apply_last_round(messages: list[dict[str, Any]]) -> None:
-    """ms-swift ``--loss_scale last_round``: train only the assistant turns after the last user message."""
-    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-    for i, m in enumerate(messages):
-        if m.get("role") == "assistant" and i < last_user:
-            m["loss"] = False
 
 
 def add_media_parts(messages: list[dict[str, Any]]) -> None:

@@ -2,9 +2,9 @@
 
 ``Template._jinja_encode`` returns ``(context_list, loss_scale_list, answer_len)``; the parity template returns
 token-id contexts, one per run of equal loss scale, so ms-swift tokenizes nothing again (``contexts``). The ids
-are the core's training samples, weighted per message (``sample_scales``), or, for inference, the model's own
-generation prompt (``prompt_ids``). ``SampleCache`` keeps the samples of the last rows: the data hook encodes a
-row to expand it, then ms-swift encodes it again.
+are the core's training samples, weighted by ``--loss_scale`` (``loss_scale.loss_weights``), or, for inference,
+the model's own generation prompt (``prompt_ids``). ``SampleCache`` keeps the samples of the last rows: the data
+hook encodes a row to expand it, then ms-swift encodes it again.
 """
 
 from __future__ import annotations
@@ -16,21 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..options import EncodeOptions
-from ..types import IGNORE_INDEX, Sample
+from ..types import Sample
 
 Scored = tuple[Sample, list[float]]
 """A sample and the loss scale of each of its tokens."""
-
-
-def sample_scales(sample: Sample, loss_scales: dict[int, float]) -> list[float]:
-    """Per-token loss scales: 1 on labels, 0 elsewhere, the row's ``loss_scale`` on its message's labels."""
-    scales = [0.0 if label == IGNORE_INDEX else 1.0 for label in sample.labels]
-    for turn in sample.turns:
-        scale = loss_scales.get(turn.message_index)
-        if scale is not None:
-            for i in range(turn.label_start, turn.label_end):
-                scales[i] = scale
-    return scales
 
 
 def contexts(input_ids: Sequence[int], scales: Sequence[float]) -> tuple[list[list[int]], list[float]]:

@@ -9,7 +9,7 @@ trainers change ``template.max_length`` between calls, and a row's ``chat_templa
 ``--preserve_thinking``          history reasoning ``keep`` (``template``: the template's own)
 ``chat_template_kwargs``         the template's and then the row's; ``preserve_thinking`` is spelled the
                                  family's way
-``--loss_scale``                 ``default`` or ``last_round`` (``check_loss_scale``)
+``--loss_scale``                 any strategy, on exact tokens (``loss_scale.loss_weights``)
 ``SWIFT_EXT_REASONING_POLICY``   the core's ``reasoning_policy`` (``error`` when unset)
 ==============================  ===================================================================
 """
@@ -23,29 +23,22 @@ from typing import Any
 
 from ..families import Family
 
-SUPPORTED_BASE_STRATEGIES = ("default", "last_round")
 REASONING_POLICY_ENV = "SWIFT_EXT_REASONING_POLICY"
 
 
 def check_loss_scale(loss_scale: str | None, template_type: str) -> None:
-    """Refuse a ``--loss_scale`` the parity template cannot honour (ValueError naming the supported ones)."""
-    parts = (loss_scale or "default").split("+")
-    base = parts[0] if parts[0] in ("default", "last_round", "all") else "default"
-    extra = [p for p in (parts[1:] if parts[0] == base else parts) if p != "base"]
-    if base not in SUPPORTED_BASE_STRATEGIES or extra:
-        raise ValueError(
-            f"--loss_scale {loss_scale!r} cannot be honoured by the parity template "
-            f"{template_type!r}: it trains exactly the tokens the model generates at "
-            "inference. Supported: 'default' (every assistant turn; per-message 'loss: false' and "
-            "'loss_scale' are honoured) and 'last_round' (only the turns after the last user message). "
-            "'all' would train prompt tokens and the agent/think modifiers re-weight template text; "
-            "use a non-parity template for those."
-        )
+    """A ``--loss_scale`` the parity template can honour on exact tokens (``loss_scale.loss_weights``): every
+    strategy of ms-swift's ``loss_scale_map`` and swift-ext's ``parity_spans``, chained or not. ``all`` trains the
+    prompt tokens too: allowed, with one warning."""
+    from .loss_scale import loss_weights
 
+    if loss_weights(loss_scale).train_prompt:
+        from . import state
 
-def trains_last_round(loss_scale: str) -> bool:
-    """``--loss_scale last_round``: only the assistant turns after the last user message are trained."""
-    return loss_scale.split("+")[0] == "last_round"
+        state.log_once(f"loss-scale-all-{template_type}",
+                       f"[swift-ext] --loss_scale {loss_scale} with {template_type}: every token is trained, prompt "
+                       "tokens included. The tokens are still the inference-exact ones, but the model also learns "
+                       "to write the system, user and tool text it is only ever given.", warning=True)
 
 
 def reasoning_policy() -> str:

@@ -21,10 +21,12 @@ from .. import encode as core_encode
 from ..core import get_encoder
 from ..families import Family
 from ..options import EncodeOptions
+from ..weights import LossWeights, last_queries
 from .conversion import Converted, row_conversation
-from .encoding import SampleCache, Scored, prompt_ids, sample_scales
+from .encoding import SampleCache, Scored, prompt_ids
 from .grpo import TokenTurnEncoding, encode_token_turns, has_token_id_content, message_parser_for
-from .options import Switches, reasoning_policy, trains_last_round
+from .loss_scale import loss_weights
+from .options import Switches, reasoning_policy
 from .report import ParityReport
 from .truncation import truncate
 
@@ -73,7 +75,7 @@ class ParityRows:
 
     def _parity_conversation(self, inputs) -> tuple[Converted, list | None]:
         return row_conversation(inputs, self.template_meta.default_system,
-                                last_round=trains_last_round(self._loss_scale))
+                                last_round=self.parity_weights.last_round)
 
     def _parity_kwargs(self, inputs) -> tuple[dict[str, Any], str]:
         return self.parity_switches.render_kwargs(self.parity_encoder.family, self.chat_template_kwargs,
@@ -100,10 +102,21 @@ class ParityRows:
                 family=self.parity_encoder.family, stats=report.stats,
                 options=EncodeOptions(history_reasoning=history, reasoning_policy=reasoning_policy()),
             )
+        weights = self.parity_weights
+        queries = last_queries(converted.messages)
         return self._parity_cache.put(key, [
             piece for sample in samples
-            for piece in truncate(sample, sample_scales(sample, converted.loss_scales), self.max_length,
-                                  self.truncation_strategy, report.dropped)])
+            for piece in truncate(sample, weights.sample(sample, self.parity_encoder.tokens.offsets,
+                                                         converted.loss_scales, queries),
+                                  self.max_length, self.truncation_strategy, report.dropped)])
+
+    @property
+    def parity_weights(self) -> LossWeights:
+        """``--loss_scale`` on this template's samples (read when used: trainers may change it between rows)."""
+        if getattr(self, "_parity_weights_for", None) != self._loss_scale:
+            self._parity_weights = loss_weights(self._loss_scale)
+            self._parity_weights_for = self._loss_scale
+        return self._parity_weights
 
     def parity_token_turns(self, inputs, *, is_training: bool | None = None) -> TokenTurnEncoding:
         """A conversation whose assistant turns are token ids (ms-swift GRPO), as ``encode_token_turns`` encodes it.

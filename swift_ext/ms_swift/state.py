@@ -54,13 +54,13 @@ def active_training_template():
     return None
 
 
-def log_once(key: str, message: str) -> None:
-    """Log ``message`` (info, ms-swift's logger) the first time ``key`` is seen in this process."""
+def log_once(key: str, message: str, *, warning: bool = False) -> None:
+    """Log ``message`` (info, or a warning; ms-swift's logger) the first time ``key`` is seen in this process."""
     if key not in _LOGGED:
         _LOGGED.add(key)
         from swift.utils import get_logger
 
-        get_logger().info(message)
+        (get_logger().warning if warning else get_logger().info)(message)
 
 
 def count_data(key: str, n: int = 1) -> int:

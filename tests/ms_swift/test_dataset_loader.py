@@ -158,10 +158,8 @@ def test_max_length_drops_samples_that_lose_every_label(processor):
 
 def test_loss_scale_options(processor):
     tok = load_tokenizer(FIXTURE)
-    with pytest.raises(ValueError, match="cannot be honoured"):
-        _template(processor, loss_scale="all")
-    with pytest.raises(ValueError, match="cannot be honoured"):
-        _template(processor, loss_scale="hermes")
+    with pytest.raises(swift_ext.PolicyError, match="no loss scale named \\['hermess'\\]"):  # a typo
+        _template(processor, loss_scale="last_round+hermess")
     # last_round: only the assistant turns after the last user message are trained
     encoded = _template(processor, loss_scale="last_round").encode(ROWS[0])
     encoded = encoded if isinstance(encoded, list) else [encoded]
