@@ -287,13 +287,13 @@ def test_a_legitimately_long_conversation_stays_within_the_default_bounds(qwen3)
                      {"role": "assistant", "content": f"Result {turn}: " + chunk}]
     assert sum(len(m["content"]) for m in messages) > 2_000_000
     limits = current_render_limits()
-    assert (limits.timeout, limits.max_chars) == (10.0, 16_000_000)
+    assert (limits.timeout, limits.max_chars) == (60.0, 16_000_000)
     renderer = ChatRenderer(qwen3.chat_template)
     start = time.monotonic()
     text = renderer.render(messages)
     seconds = time.monotonic() - start
     assert text == oracle_render(qwen3, messages)
-    assert seconds < limits.timeout / 10, f"a 2 MB render took {seconds:.2f} s"
+    assert seconds < 1.0, f"a 2 MB render took {seconds:.2f} s"
     samples = swift_ext.encode(qwen3, messages)
     assert len(samples) >= 1
 
