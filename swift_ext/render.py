@@ -399,9 +399,6 @@ def _built(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------- what the compiled code calls
-_SHORT_ITERABLES = (list, tuple, dict, str)
-
-
 def _sx_iter(iterable: Any) -> Any:
     """The iterable of every ``{% for %}``: the deadline is checked every 32 loop starts (or calls), and every 16
     steps of a loop over more than 32 items (nested short loops are caught as the inner loops start)."""
@@ -411,7 +408,13 @@ def _sx_iter(iterable: Any) -> Any:
     budget.ticks += 1
     if not budget.ticks & 31 and monotonic() > budget.next_check:
         budget.check()
-    if (len(iterable) if type(iterable) in _SHORT_ITERABLES else length_hint(iterable, 33)) <= 32:
+    kind = type(iterable)
+    if kind is list or kind is tuple or kind is dict or kind is str:
+        if len(iterable) <= 32:
+            return iterable
+    elif kind is _GENERATOR and iterable.gi_code is _TICKING_CODE:  # |select, |reject...: ticking already
+        return iterable
+    elif length_hint(iterable, 33) <= 32:
         return iterable  # dict.items(), |items of a dict, ...: as short as what they iterate
     return _ticking(iterable, budget)
 
@@ -421,6 +424,10 @@ def _ticking(iterable: Any, budget: _Budget) -> Iterator[Any]:
         if not step & 15 and monotonic() > budget.next_check:
             budget.check()
         yield item
+
+
+_GENERATOR = types.GeneratorType
+_TICKING_CODE = _ticking.__code__
 
 
 def _tick() -> None:
@@ -442,7 +449,13 @@ def _sx_str(value: Any) -> str:
 
 
 def _sx_escape(value: Any) -> Markup:
-    return escape(_sx_str(value) if not hasattr(value, "__html__") else value)
+    """``{{ value }}`` under ``{% autoescape true %}``."""
+    text = escape(value if hasattr(value, "__html__") else _sx_str(value))
+    if len(text) > _SHORT:
+        budget = _budget()
+        budget.check_size(len(text), "prints a value")
+        budget.printed(text)
+    return text
 
 
 def _sx_join(items: Any) -> str:
@@ -485,12 +498,12 @@ def _sx_grown(result: Any, left: Any, right: Any) -> Any:
 def _bounded_concat(parts: Any) -> str:
     """The environment's ``concat``: the body of a macro, a ``{% set %}`` block, a filter block."""
     budget = _BUDGET.get()
-    if budget is None or type(parts) is not list or len(parts) * _SHORT + budget.big > budget.max_chars:
-        budget = budget or _budget()
-        text = budget.join(parts if type(parts) is list else list(parts), "renders a block")
-    else:
-        text = "".join(parts)
-    return budget.printed(text) if len(text) > _SHORT else text
+    if budget is not None and type(parts) is list and len(parts) * _SHORT + budget.big <= budget.max_chars:
+        text = "".join(parts)  # short pieces, and few
+        return text if len(text) <= _SHORT else budget.printed(text)
+    budget = budget or _budget()
+    text = budget.join(parts if type(parts) is list else list(parts), "renders a block")
+    return text if len(text) <= _SHORT else budget.printed(text)
 
 
 # --------------------------------------------------------------------------------------------------- operators
@@ -517,7 +530,7 @@ def _charge_repeat(sequence: Any, times: int) -> None:
     if isinstance(sequence, (str, bytes, bytearray)):
         budget.charge(len(sequence) * times, "repeats a string with '*'")
         return
-    depth, size, count = _shape(sequence, {}, budget.shapes, budget.max_chars, sys.maxsize)
+    size = _shape(sequence, {}, budget.shapes, budget.max_chars, sys.maxsize)[1]
     budget.charge(size * times, "repeats a container with '*'")
 
 
@@ -664,8 +677,12 @@ def _check_join(owner: Any, args: tuple, kwargs: dict) -> tuple:
     return (items,)
 
 
+def _check_fromkeys(owner: Any, args: tuple, kwargs: dict) -> tuple:
+    return args  # its result is checked like a literal: {}.fromkeys(keys, x) repeats x
+
+
 _METHOD_CHECKS = {
-    "center": _check_pad, "ljust": _check_pad, "rjust": _check_pad, "zfill": _check_pad,
+    "fromkeys": _check_fromkeys, "center": _check_pad, "ljust": _check_pad, "rjust": _check_pad, "zfill": _check_pad,
     "expandtabs": _check_expandtabs, "replace": _check_replace_method, "translate": _check_translate,
     "to_bytes": _check_to_bytes, "join": _check_join,
 }
@@ -717,14 +734,16 @@ _SLOW_FILTER_RATE = 1_000_000
 
 
 def _check_slow(work: float, what: str) -> None:
+    """Refuse, before it starts, work that cannot be interrupted and would run past the timeout (``work`` in
+    characters, done at ``_SLOW_FILTER_RATE``)."""
     budget = _budget()
     seconds = work / _SLOW_FILTER_RATE
     if budget.used() + seconds > budget.limits.timeout:
         raise _BoundExceeded(
             "template-timeout",
-            f"the chat template {what} ({work:,.0f} characters of work, about {seconds:,.1f} s) and would run past "
-            f"the render timeout of {budget.limits.timeout:g} s; if the template is legitimate, raise it with "
-            "SWIFT_EXT_RENDER_TIMEOUT or swift_ext.render.set_render_limits(timeout=...)",
+            f"the chat template {what} (about {seconds:,.1f} s of work) and would run past the render timeout of "
+            f"{budget.limits.timeout:g} s; if the template is legitimate, raise it with SWIFT_EXT_RENDER_TIMEOUT or "
+            "swift_ext.render.set_render_limits(timeout=...)",
         )
 
 
@@ -760,12 +779,18 @@ def _replace_check(s: Any = "", old: Any = "", new: Any = "", count: Any = None,
     _budget().check_size(size, "replaces text into a string")
 
 
-def _fill_check(value: Any = (), count: Any = 0, fill_with: Any = None, *args: Any, **kwargs: Any) -> None:
-    if isinstance(value, str):
-        _budget().charge(len(value), "splits a string into items")
-    if fill_with is not None and isinstance(count, int):
+def _batch_check(value: Any = (), linecount: Any = 0, fill_with: Any = None, *args: Any, **kwargs: Any) -> None:
+    _items_check(value)
+    if fill_with is not None and isinstance(linecount, int):
         budget = _budget()
-        budget.charge(count * (_text_size(fill_with, budget) + 2), "pads a batch or slice")
+        budget.charge(linecount * (_text_size(fill_with, budget) + 2), "pads a batch")
+
+
+def _slice_check(value: Any = (), slices: Any = 0, fill_with: Any = None, *args: Any, **kwargs: Any) -> None:
+    _items_check(value)
+    if isinstance(slices, int):  # one list per slice, padded or not
+        budget = _budget()
+        budget.charge(slices * (_text_size(fill_with, budget) + 4), "slices into lists")
 
 
 def _items_check(value: Any = (), *args: Any, **kwargs: Any) -> None:
@@ -797,6 +822,27 @@ def _built_filter(original: Any) -> Any:
     return filter_
 
 
+def _map_filter(original: Any) -> Any:
+    """``map``: lazy like jinja's, but what it yields is measured as it goes (``map('default', x)`` on a long list
+    yields ``x`` again and again: a list whose text is the size of ``x`` times its length)."""
+
+    @functools.wraps(original)
+    def filter_(*args: Any, **kwargs: Any) -> Any:
+        return _measured(original(*args, **kwargs), _budget())
+
+    return filter_
+
+
+def _measured(items: Iterator[Any], budget: _Budget) -> Iterator[Any]:
+    total = 0
+    for step, item in enumerate(items):
+        total += len(item) if type(item) is str else _text_size(item, budget)
+        budget.check_size(total, "maps items into a list whose text is too long")
+        if not step & 15 and monotonic() > budget.next_check:
+            budget.check()
+        yield item
+
+
 def _join_filter(original: Any) -> Any:
     @functools.wraps(original)
     def filter_(eval_ctx: Any, value: Any = (), d: Any = "", attribute: Any = None) -> Any:
@@ -817,10 +863,12 @@ def _sum_filter(original: Any) -> Any:
     def filter_(environment: Any, iterable: Any = (), attribute: Any = None, start: Any = 0) -> Any:
         if isinstance(start, (int, float)):
             return original(environment, iterable, attribute, start)
-        items = list(iterable)  # lists or strings added one after another: quadratic, so bounded by count too
+        items = list(iterable)
         budget = _budget()
         size = sum(_text_size(item, budget) for item in items) + _text_size(start, budget)
-        budget.check_size(size * max(len(items), 1), "adds up containers with sum")
+        budget.check_size(size, "adds up containers with sum into one whose text is too long")
+        # each addition copies what came before: quadratic, about a thousand times faster than text work
+        _check_slow(size * len(items) / 1000, "adds up containers with sum")
         return original(environment, items, attribute, start)
 
     return filter_
@@ -830,12 +878,12 @@ _TEXT_FILTERS = ("capitalize", "e", "escape", "forceescape", "lower", "upper", "
                  "string", "safe", "truncate", "wordcount", "urlencode", "xmlattr", "pprint")
 _FILTER_CHECKS = {
     "center": _center_check, "indent": _indent_check, "wordwrap": _wordwrap_check, "urlize": _urlize_check,
-    "format": _format_check, "replace": _replace_check, "batch": _fill_check, "slice": _fill_check,
+    "format": _format_check, "replace": _replace_check, "batch": _batch_check, "slice": _slice_check,
     "list": _items_check, "sort": _items_check, "unique": _items_check, "map": _items_check,
     "select": _items_check, "reject": _items_check, "selectattr": _items_check, "rejectattr": _items_check,
     **{name: _text_filter_check for name in _TEXT_FILTERS},
 }
-_LAZY_FILTERS = ("map", "select", "reject", "selectattr", "rejectattr", "unique", "batch", "slice")
+_LAZY_FILTERS = ("select", "reject", "selectattr", "rejectattr", "unique", "batch", "slice")
 
 
 def _bounded_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
@@ -845,6 +893,7 @@ def _bounded_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
         out[name] = _guarded(out[name], check)
     for name in _LAZY_FILTERS:
         out[name] = _ticking_filter(out[name])
+    out["map"] = _map_filter(out["map"])
     out["groupby"] = _built_filter(out["groupby"])
     out["join"] = _join_filter(out["join"])
     out["sum"] = _sum_filter(out["sum"])
@@ -1217,9 +1266,10 @@ class _ChatSandbox(ImmutableSandboxedEnvironment):
             if check is not None:
                 args = check(__obj.__self__, args, kwargs)
             try:
-                return __obj(*args, **kwargs)
+                result = __obj(*args, **kwargs)
             except StopIteration:
                 return __self.undefined("value was undefined because a callable raised a StopIteration exception")
+            return result if check is not _check_fromkeys else _built(result)
         if kind is Macro:
             if __obj.catch_varargs or __obj.catch_kwargs:
                 _built(args)
@@ -1316,6 +1366,9 @@ def template_of(tokenizer: Any, chat_template: str | None = None, tools: Any = N
     return template
 
 
+_RENDER_ARGUMENTS = frozenset({"messages", "tools", "documents", "add_generation_prompt"})
+
+
 class ChatRenderer:
     """Renders one chat template with fixed tokenizer kwargs."""
 
@@ -1352,12 +1405,14 @@ class ChatRenderer:
         for anything the template raises (``raise_exception``, an undefined
         value, ``ZeroDivisionError``, ``RecursionError``, ``MemoryError``, ...).
         """
-        context = {**self._base_kwargs, **(kwargs or {})}
         budget = _BUDGET.get()
         try:
-            # a keyword in both is a TypeError, as in apply_chat_template
-            variables = dict(
-                messages=messages, tools=tools, documents=None, add_generation_prompt=add_generation_prompt, **context
+            variables = {**self._base_kwargs, **kwargs} if kwargs else self._base_kwargs.copy()
+            if not _RENDER_ARGUMENTS.isdisjoint(variables):  # a TypeError, as in apply_chat_template
+                clash = sorted(_RENDER_ARGUMENTS.intersection(variables))[0]
+                raise TypeError(f"render() got multiple values for keyword argument {clash!r}")
+            variables.update(
+                messages=messages, tools=tools, documents=None, add_generation_prompt=add_generation_prompt
             )
             if budget is None:
                 return self._compiled.render(variables)

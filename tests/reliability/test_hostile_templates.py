@@ -113,6 +113,10 @@ HOSTILE = [
     Hostile("memory", "shared-halves",  # [x, x] nested 64 times: tiny in memory, 2**64 x's as text
             "{% set ns = namespace(l='x') %}{% for i in range(64) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}"
             "{{ ns.l }}", TOO_LARGE),
+    Hostile("memory", "map-default-repeats",  # one big string, referenced 100000 times, written out as JSON
+            "{{ range(100000)|map(attribute='none', default='x' * 1000000)|list|tojson }}", TOO_LARGE),
+    Hostile("memory", "fromkeys-repeats", "{{ {}.fromkeys(range(100000), 'x' * 1000000)|tojson }}", TOO_LARGE),
+    Hostile("memory", "slice-count", "{{ [1]|slice(10**9)|list }}", TOO_LARGE),
     Hostile("memory", "print-in-a-loop",
             "{% set s = 'x' * 1000000 %}{% for i in range(100000) %}{{ s }}{% endfor %}", TOO_LARGE),
     Hostile("memory", "huge-power", "{{ 7 ** (10**9) }}", TOO_LARGE),  # jinja's ** is left-associative
