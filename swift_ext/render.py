@@ -1055,7 +1055,13 @@ _BUILTIN_METHOD = types.BuiltinMethodType
 
 # -------------------------------------------------------------------------------------------- compiled code
 def _short_constant(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.Const) and isinstance(node.value, str) and len(node.value) <= 256
+    """A constant that ``+`` can only grow a value by a little: a short string, a number of at most 64 bits."""
+    if not isinstance(node, nodes.Const):
+        return False
+    value = node.value
+    if isinstance(value, str):
+        return len(value) <= 256
+    return isinstance(value, (int, float)) and -(2**64) < value < 2**64
 
 
 # The filter every ``{% for %}`` iterable is wrapped in (``_ChatSandbox._parse``); not a name a template can write.
@@ -1110,7 +1116,7 @@ class _BoundedCodeGenerator(CodeGenerator):
     @optimizeconst
     def visit_Add(self, node: nodes.Add, frame: Any) -> None:
         if _short_constant(node.left) or _short_constant(node.right):
-            # '<|im_start|>' + role: grows by a few characters of the template's own text, like printing them
+            # '<|im_start|>' + role, loop.index0 + 1: grows by a few characters of the template's own text
             super().visit_Add(node, frame)
             return
         # (r if type(r := (a := A) + (b := B)) is str and len(r) <= _SHORT else _sx_grown(r, a, b)), names of its own
