@@ -262,6 +262,7 @@ class _Budget:
     def printed(self, text: str) -> str:
         """Count a piece of output longer than ``_SHORT``."""
         self.big += len(text)
+        _ANY_BIG[0] = True
         return text
 
     def join(self, parts: list[str], what: str) -> str:
@@ -288,6 +289,9 @@ class _Budget:
 
 
 _BUDGET: ContextVar[_Budget | None] = ContextVar("swift_ext_render_budget", default=None)
+# Set (for good, in any thread) once a piece of output longer than _SHORT is printed: until then every piece is
+# short, and a macro's body of at most 16 pieces joins without looking at the render's budget.
+_ANY_BIG = [False]
 
 
 def _budget() -> _Budget:
@@ -843,6 +847,17 @@ def _measured(items: Iterator[Any], budget: _Budget) -> Iterator[Any]:
         yield item
 
 
+def _items_filter(original: Any) -> Any:
+    """``|items`` of a plain dict: its items iterator (as long as the dict, so a loop over it needs no ticking
+    wrapper) rather than jinja's generator; the same pairs in the same order."""
+
+    @functools.wraps(original)
+    def filter_(value: Any) -> Any:
+        return iter(value.items()) if type(value) is dict else original(value)
+
+    return filter_
+
+
 def _join_filter(original: Any) -> Any:
     @functools.wraps(original)
     def filter_(eval_ctx: Any, value: Any = (), d: Any = "", attribute: Any = None) -> Any:
@@ -894,6 +909,7 @@ def _bounded_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
     for name in _LAZY_FILTERS:
         out[name] = _ticking_filter(out[name])
     out["map"] = _map_filter(out["map"])
+    out["items"] = _items_filter(out["items"])
     out["groupby"] = _built_filter(out["groupby"])
     out["join"] = _join_filter(out["join"])
     out["sum"] = _sum_filter(out["sum"])
@@ -1064,19 +1080,24 @@ def _short_constant(node: nodes.Node) -> bool:
     return isinstance(value, (int, float)) and -(2**64) < value < 2**64
 
 
-# The filter every ``{% for %}`` iterable is wrapped in (``_ChatSandbox._parse``); not a name a template can write.
+# The filters every ``{% for %}`` iterable is wrapped in (``_ChatSandbox._parse``), names a template cannot write:
+# a loop inside another loop counts a tick as it starts; an outer loop (it starts once per render, or per macro
+# call, which ticks) is compiled inline, a short list / tuple / dict iterated as it is.
 _ITER_FILTER = "sx:iter"
+_OUTER_ITER_FILTER = "sx:outer-iter"
 
 
 class _BoundedCodeGenerator(CodeGenerator):
     """jinja's code generator, with the bounded helpers in the places that can grow without limit.
 
-    ``a + b``, ``a ~ b``, ``{{ value }}`` and list/tuple/dict literals go
-    through ``_sx_*`` functions (bound into each template's module by
-    ``_BoundedTemplate.from_code``); loop iterables through the ``sx:iter``
-    filter (``_ChatSandbox._parse``); ``*``, ``**`` and ``%`` are
-    intercepted operators (``_ChatSandbox.call_binop``), which also stops the
-    compiler folding ``10 ** 10 ** 9`` ahead of time.
+    ``a + b``, ``a ~ b``, ``{{ value }}``, list/tuple/dict literals and the
+    return of a macro's body are checked inline, calling the ``_sx_*``
+    functions (bound into each template's module by
+    ``_BoundedTemplate.from_code``) only off the common path; loop iterables
+    go through the ``sx:iter`` / ``sx:outer-iter`` filters
+    (``_ChatSandbox._parse``); ``*``, ``**`` and ``%`` are intercepted
+    operators (``_ChatSandbox.call_binop``), which also stops the compiler
+    folding ``10 ** (10 ** 9)`` ahead of time.
     """
 
     @staticmethod
@@ -1099,6 +1120,16 @@ class _BoundedCodeGenerator(CodeGenerator):
             self.write(f") is str and len(_sx_o) <= {_SHORT} else _sx_str(_sx_o))")
         else:
             super()._output_child_post(node, frame, finalize)
+
+    def visit_Filter(self, node: nodes.Filter, frame: Any) -> None:
+        if node.name != _OUTER_ITER_FILTER:
+            super().visit_Filter(node, frame)
+            return
+        # (i if type(i := ITERABLE) in _SX_SHORT_KINDS and len(i) <= 32 else _sx_iter(i))
+        iterable = self.temporary_identifier()
+        self.write(f"({iterable} if type({iterable} := ")
+        self.visit(node.node, frame)
+        self.write(f") in _SX_SHORT_KINDS and len({iterable}) <= 32 else _sx_iter({iterable}))")
 
     @optimizeconst
     def visit_Concat(self, node: nodes.Concat, frame: Any) -> None:
@@ -1127,6 +1158,17 @@ class _BoundedCodeGenerator(CodeGenerator):
         self.visit(node.right, frame)
         self.write(f")) is str and len({result}) <= {_SHORT} else _sx_grown({result}, {left}, {right}))")
 
+    def return_buffer_contents(self, frame: Any, force_unescaped: bool = False) -> None:
+        if frame.eval_ctx.volatile or (frame.eval_ctx.autoescape and not force_unescaped):
+            super().return_buffer_contents(frame, force_unescaped)
+            return
+        # a macro's body: (t if not _SX_BIG[0] and len(b) <= 16 and len(t := "".join(b)) <= _SHORT else concat(b))
+        text, buffer = self.temporary_identifier(), frame.buffer
+        self.writeline(
+            f"return ({text} if not _SX_BIG[0] and len({buffer}) <= 16 and len({text} := ''.join({buffer})) <= "
+            f"{_SHORT} else concat({buffer}))"
+        )
+
     def _output_const_repr(self, group: Any) -> str:
         text = super()._output_const_repr(group)
         return f"_sx_printed({text})" if len(text) > _SHORT else text
@@ -1150,9 +1192,9 @@ class _BoundedCodeGenerator(CodeGenerator):
 
 
 _CODE_HELPERS = {
-    "_sx_str": _sx_str, "_sx_escape": _sx_escape, "_sx_join": _sx_join,
-    "_sx_markup_join": _sx_markup_join, "_sx_grown": _sx_grown, "_sx_built": _built,
-    "_sx_printed": lambda text: _budget().printed(text),
+    "_sx_iter": _sx_iter, "_SX_SHORT_KINDS": frozenset({list, tuple, dict}), "_SX_BIG": _ANY_BIG,
+    "_sx_str": _sx_str, "_sx_escape": _sx_escape, "_sx_join": _sx_join, "_sx_markup_join": _sx_markup_join,
+    "_sx_grown": _sx_grown, "_sx_built": _built, "_sx_printed": lambda text: _budget().printed(text),
 }
 
 
@@ -1220,8 +1262,11 @@ class _ChatSandbox(ImmutableSandboxedEnvironment):
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         tree = super()._parse(source, name, filename)
-        for loop in list(tree.find_all(nodes.For)):
-            bounded = nodes.Filter(loop.iter, _ITER_FILTER, [], [], None, None, lineno=loop.iter.lineno)
+        loops = list(tree.find_all(nodes.For))
+        inner = {id(nested) for loop in loops for nested in loop.find_all(nodes.For)}
+        for loop in loops:
+            name = _ITER_FILTER if id(loop) in inner else _OUTER_ITER_FILTER
+            bounded = nodes.Filter(loop.iter, name, [], [], None, None, lineno=loop.iter.lineno)
             loop.iter = bounded.set_environment(self)
         return tree
 
@@ -1255,14 +1300,13 @@ class _ChatSandbox(ImmutableSandboxedEnvironment):
         return _BINOPS[operator](left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (jinja's names)
-        """Every call a template makes: checks the deadline (recursive macros, ``loop()``), bounds the
-        methods that pad or repeat text, and calls builtin methods (``str.strip``, ``dict.get``) directly: they
-        cannot carry jinja's unsafe markers or take the context, so the sandbox's checks always pass them."""
-        budget = _BUDGET.get()
-        if budget is not None:
-            budget.ticks += 1
-            if not budget.ticks & 31 and monotonic() > budget.next_check:
-                budget.check()
+        """Every call a template makes.
+
+        A builtin method (``str.strip``, ``dict.get``) is called directly: it cannot carry jinja's unsafe markers
+        or take the context, so the sandbox's checks always pass it; the methods that pad, repeat or join text
+        are bounded first. Any other call (a macro, ``loop()``, ``caller()``) counts a tick: a macro calling
+        itself twice is caught by the deadline.
+        """
         kind = type(__obj)
         if kind is _BUILTIN_METHOD:
             if kwargs:
@@ -1276,6 +1320,11 @@ class _ChatSandbox(ImmutableSandboxedEnvironment):
             except StopIteration:
                 return __self.undefined("value was undefined because a callable raised a StopIteration exception")
             return result if check is not _check_fromkeys else _built(result)
+        budget = _BUDGET.get()
+        if budget is not None:
+            budget.ticks += 1
+            if not budget.ticks & 31 and monotonic() > budget.next_check:
+                budget.check()
         if kind is Macro:
             if __obj.catch_varargs or __obj.catch_kwargs:
                 _built(args)
@@ -1323,7 +1372,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
     )
     env.filters.update(_bounded_filters(env.filters))
     env.filters["tojson"] = _tojson
-    env.filters[_ITER_FILTER] = _sx_iter
+    env.filters[_ITER_FILTER] = env.filters[_OUTER_ITER_FILTER] = _sx_iter
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     env.globals["dict"] = _DictFactory()
