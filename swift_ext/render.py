@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from functools import lru_cache
-from itertools import chain, islice
+from itertools import chain
 from operator import length_hint
 from time import monotonic, thread_time
 from typing import Any
@@ -275,16 +275,14 @@ class _Budget:
         return text
 
     def collect(self, chunks: Iterator[str]) -> str:
-        """Join a template's output, stopping soon after it passes ``max_chars`` (checked every 4096 chunks)."""
-        parts = list(islice(chunks, 4096))
-        if len(parts) < 4096 and len(parts) * _SHORT + self.big <= self.max_chars:
-            return "".join(parts)  # short pieces, and few: no need to measure them
-        size = sum(map(len, parts))
-        parts = list(filter(None, parts))  # a loop printing '' a billion times holds no references
-        while size <= self.max_chars and (batch := list(islice(chunks, 4096))):
-            size += sum(map(len, batch))
-            parts += filter(None, batch)
-        self.check_size(size, "prints its output")
+        """Join a template's output, refusing more than ``max_chars`` characters.
+
+        The pieces are gathered first (references only: a loop printing the same text a billion times is
+        stopped by the timeout or the memory bound while it runs), then measured before they are joined.
+        """
+        parts = list(chunks)
+        if len(parts) * _SHORT + self.big > self.max_chars:  # short pieces, and few: no need to measure them
+            self.check_size(sum(map(len, parts)), "prints its output")
         return "".join(parts)
 
 
