@@ -1324,10 +1324,19 @@ class _ChatSandbox(ImmutableSandboxedEnvironment):
             if not budget.ticks & 31 and monotonic() > budget.next_check:
                 budget.check()
         if kind is Macro:
+            # a template's own macro (or caller): jinja's Context.call pops the loop/block variables and calls it
+            # (a Macro takes no context, and cannot be marked unsafe: the sandbox's checks always pass it)
+            if kwargs:
+                kwargs.pop("_loop_vars", None)
+                kwargs.pop("_block_vars", None)
             if __obj.catch_varargs or __obj.catch_kwargs:
                 _built(args)
-                _built({k: v for k, v in kwargs.items() if k not in ("_loop_vars", "_block_vars")})
-        elif kind is types.MethodType and isinstance(__obj.__self__, str) and __obj.__name__ in _METHOD_CHECKS:
+                _built(kwargs)
+            try:
+                return __obj(*args, **kwargs)
+            except StopIteration:
+                return __self.undefined("value was undefined because a callable raised a StopIteration exception")
+        if kind is types.MethodType and isinstance(__obj.__self__, str) and __obj.__name__ in _METHOD_CHECKS:
             args = _METHOD_CHECKS[__obj.__name__](__obj.__self__, args, kwargs)  # Markup's methods
         # the sandbox's own call
         if not __self.is_safe_callable(__obj):
