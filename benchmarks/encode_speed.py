@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import swift_ext  # noqa: E402
 from swift_ext import core  # noqa: E402
-from swift_ext.fixtures import load_tokenizer  # noqa: E402
+from swift_ext.dev.fixtures import load_tokenizer  # noqa: E402
 
 TOOLS = [{
     "type": "function",

@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from swift_ext.dev.fixtures import fixture_dir
 from swift_ext.families import load_family
-from swift_ext.fixtures import fixture_dir
 
 MODEL_TYPES = {"qwen3_6": "qwen3", "qwen3_5": "qwen3", "qwen3": "qwen3", "llama3": "llama"}
 

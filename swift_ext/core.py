@@ -1,6 +1,6 @@
 """The parity core: a conversation in, inference-exact training samples out.
 
-For each trained assistant turn i (generation-prompt splicing, see DESIGN.md):
+For each trained assistant turn i (generation-prompt splicing; the rationale is in ``docs/design.md``):
 
 1. ``G_i`` = render(messages[:i], add_generation_prompt=True): what an
    inference server feeds the model; its tokens are the turn's prompt.
@@ -14,20 +14,26 @@ For each trained assistant turn i (generation-prompt splicing, see DESIGN.md):
 3. Reasoning the template drops is written back in the family's format, or
    raises, or (by request) is dropped and counted.
 4. Consecutive turns share a sample while each next prompt extends the sample
-   token for token; a new sample starts where the template rewrote history.
+   token for token; a new sample starts where the template rewrote history
+   (``samples.SampleBuilder``).
 
-Nothing here imports a training framework.
+The renders come from a ``Conversation`` (``conversation.py``); the checks the
+core shares with ``verify`` live in ``invariants.py``. Nothing here imports a
+training framework.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import warnings
+import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .conversation import Conversation
 from .errors import (
     InputError,
     ParityError,
@@ -35,17 +41,38 @@ from .errors import (
     ReasoningDroppedError,
     TemplateRenderError,
     VerificationError,
+    unexpected,
 )
 from .families import Family, resolve_family
-from .messages import parse_messages
+from .invariants import check_no_foreign_text, check_rendered, open_block, rendered_beyond
+from .messages import content_text
+from .options import (
+    ARGUMENTS_POLICIES,
+    HISTORY_POLICIES,
+    REASONING_POLICIES,
+    TRAIN_TURNS,
+    EncodeOptions,
+    HistoryReasoning,
+    ReasoningPolicy,
+    TrainTurns,
+)
 from .render import ChatRenderer, template_of, tokenizer_template_kwargs
-from .text import common_prefix_len, common_suffix_len
+from .samples import SampleBuilder
+from .spans import completion_parts
+from .template_facts import reads_content_parts
+from .text import common_prefix_len, common_suffix_len, first_difference, suffix_prefix_overlap
 from .tokens import SegmentTokenizer
-from .types import IGNORE_INDEX, EncodeStats, Message, Sample, TurnSpan
+from .types import EncodeStats, Message, Part, Sample, TurnSpan
 
-REASONING_POLICIES = ("error", "drop")
-HISTORY_POLICIES = ("template", "keep")
-TRAIN_TURNS = ("all", "last")
+__all__ = [
+    "ARGUMENTS_POLICIES",
+    "HISTORY_POLICIES",
+    "REASONING_POLICIES",
+    "TRAIN_TURNS",
+    "Encoder",
+    "encode",
+    "get_encoder",
+]
 
 
 @dataclass
@@ -58,6 +85,20 @@ class _Turn:
     spliced: bool
     reasoning_formatted: bool
     reasoning_dropped: bool
+    parts: tuple[Part, ...] = ()
+
+
+@dataclass(frozen=True)
+class _TurnText:
+    """A turn's rendering and where the text the model generated starts in it."""
+
+    rendering: str
+    start: int
+    spliced: bool
+
+    @property
+    def completion(self) -> str:
+        return self.rendering[self.start:]
 
 
 def default_stop_strings(tokenizer: Any) -> tuple[str, ...]:
@@ -111,6 +152,8 @@ class Encoder:
                 rule="no-stop-strings",
             )
         self.tokens = SegmentTokenizer(tokenizer, split_on=self.template + "".join(self.stop_strings))
+        self.content_parts = reads_content_parts(self.template)
+        """The template loops over message content: text parts reach it as parts, else joined (as vLLM does)."""
         _warn_if_lossy(self.tokens)
 
     # ------------------------------------------------------------------ encode
@@ -120,40 +163,49 @@ class Encoder:
         tools: list[dict[str, Any]] | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         *,
-        reasoning_policy: str = "error",
-        history_reasoning: str = "template",
-        train_turns: str = "all",
+        options: EncodeOptions | None = None,
+        reasoning_policy: str | None = None,
+        history_reasoning: str | None = None,
+        train_turns: str | None = None,
+        arguments_policy: str | None = None,
         conversation_index: int | None = None,
         stats: EncodeStats | None = None,
     ) -> list[Sample]:
+        """Samples of one conversation (see ``swift_ext.encode``); ``options`` or the policy keywords."""
         try:
+            options = EncodeOptions.of(options, reasoning_policy=reasoning_policy, history_reasoning=history_reasoning,
+                                       train_turns=train_turns, arguments_policy=arguments_policy)
             with self.renderer.memo():
-                return self._encode(
-                    messages, tools, chat_template_kwargs, reasoning_policy, history_reasoning, train_turns, stats
-                )
+                return self._encode(self.conversation(messages, tools, chat_template_kwargs, options), stats)
         except ParityError as exc:
             raise exc.with_conversation(conversation_index) from None
+        except Exception as exc:  # a bug or an unforeseen input: one row's error, never a raw crash mid-dataset
+            raise unexpected(exc, conversation_index) from exc
 
-    def _encode(self, raw_messages, tools, chat_template_kwargs, reasoning_policy, history_reasoning, train_turns,
-                stats) -> list[Sample]:
-        _check_choice("reasoning_policy", reasoning_policy, REASONING_POLICIES)
-        _check_choice("train_turns", train_turns, TRAIN_TURNS)
-        messages = parse_messages(raw_messages)
-        kwargs = self.template_kwargs(chat_template_kwargs, history_reasoning)
-        dicts = [self.template_message(m) for m in messages]
-        trained = self.trained_turns(messages, train_turns)
-        turns = [self._derive_turn(messages, dicts, i, tools, kwargs, reasoning_policy) for i in trained]
+    def conversation(self, messages: Sequence[Mapping[str, Any]], tools: Any = None,
+                     chat_template_kwargs: Mapping[str, Any] | None = None, options: EncodeOptions | None = None,
+                     *, require_assistant: bool = True, check_tool_order: bool = True) -> Conversation:
+        """The conversation parsed and prepared for this template (see ``Conversation.build``)."""
+        return Conversation.build(self, messages, tools, chat_template_kwargs, options,
+                                  require_assistant=require_assistant, check_tool_order=check_tool_order)
+
+    def _encode(self, conversation: Conversation, stats: EncodeStats | None) -> list[Sample]:
+        turns = [self._derive_turn(conversation, i) for i in conversation.trained_turns()]
         samples = self._assemble(turns)
         if stats is not None:
-            self._count(stats, samples, turns, dicts, tools, kwargs)
+            self._count(stats, samples, turns, conversation)
         return samples
 
     # ----------------------------------------------------------- conversation
-    def template_kwargs(self, chat_template_kwargs: Mapping[str, Any] | None, history_reasoning: str) -> dict:
+    def template_kwargs(self, chat_template_kwargs: Mapping[str, Any] | None,
+                        history_reasoning: str | HistoryReasoning) -> dict:
         """Template kwargs for a history-reasoning policy (``keep`` uses the template's own switch)."""
-        _check_choice("history_reasoning", history_reasoning, HISTORY_POLICIES)
+        history = EncodeOptions.of(history_reasoning=history_reasoning).history_reasoning
+        if chat_template_kwargs is not None and not isinstance(chat_template_kwargs, Mapping):
+            raise InputError(f"chat_template_kwargs must be a mapping such as {{'enable_thinking': False}}, got "
+                             f"{type(chat_template_kwargs).__name__}", rule="input-kwargs-type")
         kwargs = dict(chat_template_kwargs or {})
-        if history_reasoning == "keep":
+        if history is HistoryReasoning.KEEP:
             if self.family.keep_history_kwarg is None:
                 raise PolicyError(
                     f"history_reasoning='keep' needs a template switch that keeps past reasoning, and the "
@@ -165,22 +217,30 @@ class Encoder:
         return kwargs
 
     @staticmethod
-    def trained_turns(messages: list[Message], train_turns: str) -> list[int]:
+    def trained_turns(messages: list[Message], train_turns: str | TrainTurns) -> list[int]:
         turns = [i for i, m in enumerate(messages) if m.role == "assistant" and m.train]
-        if train_turns == "last":
+        if EncodeOptions.of(train_turns=train_turns).train_turns is TrainTurns.LAST:
             last = max(i for i, m in enumerate(messages) if m.role == "assistant")
             turns = [i for i in turns if i == last]
         if not turns:
             raise InputError("no assistant turn is trained (all have loss: false)", rule="I5-zero-label")
+        for i in turns:
+            message = messages[i]
+            if message.content in (None, []) and message.reasoning is None and not message.tool_calls:
+                raise InputError(
+                    "the assistant turn has no content (null), reasoning or tool calls: there is nothing to train. "
+                    "Give it content (\"\" if the model should answer with nothing at all), or keep it as context "
+                    "with loss: false", rule="input-empty-turn", message_index=i)
         return turns
 
-    def template_message(self, message: Message, *, drop_reasoning: bool = False) -> dict[str, Any]:
+    def template_message(self, message: Message, *, drop_reasoning: bool = False,
+                         arguments_policy: str = "parse") -> dict[str, Any]:
         """The dict the chat template sees for one message, in the family's field names."""
         # A None value means "absent", as transformers >= 5.2x and OpenAI-style servers treat it (5.19 would
         # render the text 'None' into GLM-4.7's history).
         out: dict[str, Any] = {"role": message.role}
         if message.content is not None:
-            out["content"] = message.content
+            out["content"] = self._content(message.content)
         reasoning = None if drop_reasoning else message.reasoning
         if reasoning is not None:
             # The names transformers itself passes reasoning under, plus the family's own.
@@ -189,7 +249,7 @@ class Encoder:
             if self.family.reasoning_field:
                 out[self.family.reasoning_field] = reasoning
         if message.tool_calls:
-            out["tool_calls"] = [self._tool_call(call) for call in message.tool_calls]
+            out["tool_calls"] = [self._tool_call(call, arguments_policy) for call in message.tool_calls]
         if message.tool_call_id is not None:
             out["tool_call_id"] = message.tool_call_id
         if message.name is not None:
@@ -199,16 +259,28 @@ class Encoder:
                 out.setdefault(key, value)
         return out
 
-    def _tool_call(self, call: Any) -> dict[str, Any]:
+    def _content(self, content: str | list[Any]) -> str | list[Any]:
+        """Content as an OpenAI-compatible server hands it to this template (vLLM's chat endpoint): text parts
+        joined by a newline unless the template loops over content parts itself; media parts always as parts,
+        for the template (or the model's processor) to place."""
+        if isinstance(content, str) or self.content_parts:
+            return content
+        if all(part.get("type") == "text" for part in content):
+            return content_text(content)
+        return content
+
+    def _tool_call(self, call: Any, arguments_policy: str = "parse") -> dict[str, Any]:
+        """The call as the template receives it. ``parse`` (default) is what vLLM's chat endpoint does: JSON-text
+        arguments become an object; a template that concatenates text (family ``tool_arguments = "json"``) gets
+        that object serialised. ``verbatim`` keeps the JSON text as written wherever the template accepts text."""
         form = self.family.tool_arguments
+        verbatim = arguments_policy == "verbatim" and call.arguments_json is not None
         if form == "dict":
             arguments: Any = call.arguments
         elif form == "json":
-            arguments = call.arguments_json if call.arguments_json is not None else json.dumps(
-                call.arguments, ensure_ascii=False
-            )
+            arguments = call.arguments_json if verbatim else json.dumps(call.arguments, ensure_ascii=False)
         else:
-            arguments = call.arguments_json if call.arguments_json is not None else call.arguments
+            arguments = call.arguments_json if verbatim else call.arguments
         function = {"name": call.name, "arguments": arguments}
         out: dict[str, Any] = {"type": call.type, "function": function}
         if call.id is not None:
@@ -228,13 +300,14 @@ class Encoder:
             ) from None
 
     # ------------------------------------------------------------------- turns
-    def _derive_turn(self, messages, dicts, i, tools, kwargs, reasoning_policy) -> _Turn:
-        message = messages[i]
-        prompt = self.render(dicts, tools, kwargs, add_generation_prompt=True, upto=i)
-        thinking = self.family.thinking_enabled(kwargs)
+    def _derive_turn(self, conversation: Conversation, i: int) -> _Turn:
+        message = conversation.messages[i]
+        policy = conversation.options.reasoning_policy
+        prompt = conversation.generation_prompt(i)
+        thinking = self.family.thinking_enabled(conversation.kwargs)
         dropped = False
         if thinking is False and message.reasoning and message.reasoning.strip():
-            if reasoning_policy != "drop":
+            if policy is not ReasoningPolicy.DROP:
                 raise ReasoningDroppedError(
                     f"the turn carries reasoning ({message.reasoning[:40]!r}...) but thinking is off "
                     f"({self.family.thinking_kwarg}=False): a model in non-thinking mode does not generate it. "
@@ -242,50 +315,64 @@ class Encoder:
                     rule="reasoning-thinking-off",
                     message_index=i,
                 )
-            dicts = list(dicts)
-            dicts[i] = self.template_message(message, drop_reasoning=True)
+            conversation = conversation.without_reasoning(i)
             dropped = True
         try:
-            raw, spliced = self._turn_text(dicts, i, prompt, tools, kwargs)
+            text = self._turn_text(conversation, i, prompt)
         except ReasoningDroppedError:
-            if not (message.reasoning and reasoning_policy == "drop"):
+            if not (message.reasoning and policy is ReasoningPolicy.DROP):
                 raise
-            dicts = list(dicts)
-            dicts[i] = self.template_message(message, drop_reasoning=True)
-            raw, spliced = self._turn_text(dicts, i, prompt, tools, kwargs)
+            conversation = conversation.without_reasoning(i)
+            text = self._turn_text(conversation, i, prompt)
             dropped = True
-        completion = self._cut_at_stop(raw, message, i)
+        completion = self._cut_at_stop(text.completion, message, i)
+        self._check_calls_rendered(conversation, i, text, len(completion))
         formatted = False
         if message.reasoning and message.reasoning.strip() and not dropped:
-            completion, formatted, dropped = self._restore_reasoning(prompt, completion, message, i, thinking,
-                                                                     reasoning_policy)
+            completion, formatted, dropped = self._restore_reasoning(prompt, completion, message, i, thinking, policy)
         completion, closed = self._close_open_block(prompt, completion, i)
         formatted = formatted or closed
-        self._check_rendered(completion, message, i)
-        if spliced:
-            _check_no_foreign_text(completion, messages, i)
-        return _Turn(i, prompt, completion, spliced, formatted, dropped)
+        check_rendered(completion, message, i)
+        if text.spliced:
+            check_no_foreign_text(completion, conversation.messages, i)
+        parts = completion_parts(completion, message, self.family.reasoning_tags, self._open_block(prompt),
+                                 self.stop_strings)
+        return _Turn(i, prompt, completion, text.spliced, formatted, dropped, parts)
 
-    def _turn_text(self, dicts, i, prompt, tools, kwargs) -> tuple[str, bool]:
-        """The text the model generated for turn i (before the stop cut), and whether it was spliced."""
-        rendering = self.render(dicts, tools, kwargs, add_generation_prompt=False, upto=i + 1)
+    def _turn_text(self, conversation: Conversation, i: int, prompt: str) -> _TurnText:
+        """The text the model generated for turn i (before the stop cut), and where it sits in the rendering.
+
+        The completion is the turn's text after its longest overlap with the generation prompt: the header they
+        share, and then whatever the prompt's tail already holds of the turn (DeepSeek-V3.2's thinking-off prompt
+        ends ``<think></think>`` where the turn renders a bare ``</think>``): the model never writes it again.
+        """
+        rendering = conversation.rendering(i)
         if rendering.startswith(prompt):
-            return rendering[len(prompt):], False
-        history = self.render(dicts, tools, kwargs, add_generation_prompt=False, upto=i)
+            return _TurnText(rendering, len(prompt), False)
+        history = conversation.history(i)
         if not prompt.startswith(history):
             raise TemplateRenderError(
                 "the generation prompt does not extend the rendering of the history: "
-                + _first_difference(history, prompt),
+                + first_difference(history, prompt),
                 rule="generation-prompt-not-suffix",
                 message_index=i,
             )
         gen_prompt = prompt[len(history):]
         if rendering.startswith(history):
-            turn = rendering[len(history):]
+            turn_start = len(history)
         else:
-            turn = self._locate_turn(rendering, gen_prompt, history, i, prompt)
-        shared = self._shared_header(turn, gen_prompt)
-        completion, leftover = turn[shared:], gen_prompt[shared:]
+            turn_start = self._locate_turn(rendering, gen_prompt, history, i, prompt)
+        turn = rendering[turn_start:]
+        # Both cuts fall on token boundaries of the turn's text: a shared '<' of '<think>' and '</think>'
+        # (DeepSeek-V3.1) is no overlap, but '<think>\n' of a prompt ending '<think>\n\n' is.
+        bounds = {0, *self.tokens.boundaries(turn)}
+        shared = max(end for end in bounds if end <= common_prefix_len(turn, gen_prompt))
+        leftover = gen_prompt[shared:]
+        overlap = suffix_prefix_overlap(leftover, turn[shared:])
+        while overlap and (shared + overlap not in bounds or not leftover.endswith(turn[shared:shared + overlap])):
+            overlap -= 1
+        shared += overlap
+        completion = turn[shared:]
         if leftover.strip() and leftover.strip() in completion:
             raise ReasoningDroppedError(
                 f"the generation prompt already holds {leftover!r}, which the turn's own rendering writes after "
@@ -294,15 +381,10 @@ class Encoder:
                 rule="reasoning-thinking-off",
                 message_index=i,
             )
-        return completion, shared < len(gen_prompt)
+        return _TurnText(rendering, turn_start + shared, shared < len(gen_prompt))
 
-    def _shared_header(self, turn: str, gen_prompt: str) -> int:
-        """Length of the longest run of whole generation-prompt tokens the turn's rendering starts with."""
-        shared = common_prefix_len(turn, gen_prompt)
-        return max((end for end in [0, *self.tokens.boundaries(gen_prompt)] if end <= shared), default=0)
-
-    def _locate_turn(self, rendering: str, gen_prompt: str, history: str, i: int, prompt: str) -> str:
-        """Find turn i's text in a rendering whose history differs from the prompt's.
+    def _locate_turn(self, rendering: str, gen_prompt: str, history: str, i: int, prompt: str) -> int:
+        """Where turn i's text starts in a rendering whose history differs from the prompt's.
 
         The rewrite (a past turn's reasoning dropped, say) is somewhere inside the
         history; what comes right before the turn, the rendering of the message it
@@ -323,11 +405,11 @@ class Encoder:
         if best < 0 or best_shared == 0:
             raise TemplateRenderError(
                 "cannot find the turn in the template's rendering (history was rewritten and the generation "
-                "prompt's header does not follow the history): " + _first_difference(prompt, rendering),
+                "prompt's header does not follow the history): " + first_difference(prompt, rendering),
                 rule="turn-not-located",
                 message_index=i,
             )
-        return rendering[best:]
+        return best
 
     def _cut_at_stop(self, raw: str, message: Message, i: int) -> str:
         cut = None
@@ -349,14 +431,17 @@ class Encoder:
         )
 
     def _restore_reasoning(self, prompt, completion, message, i, thinking, reasoning_policy) -> tuple[str, bool, bool]:
-        """Make sure the turn's reasoning is in its completion, or say why not."""
+        """Make sure the turn's reasoning is in its completion, or say why not.
+
+        The family's format is written only as far as the prompt has not written it already: after DeepSeek-R1's
+        ``<think>\n`` prompt the model writes ``{reasoning}\n</think>\n\n``, not a second ``<think>``."""
         reasoning = message.reasoning
-        if _rendered_beyond(reasoning.strip(), completion, message):
+        if rendered_beyond(reasoning.strip(), completion, message):
             return completion, False, False
         family = self.family
         if thinking is not False and family.reasoning_format and self._format_fits(prompt):
-            text = family.reasoning_format.format(reasoning=reasoning)
-            placeholder = family.reasoning_placeholder
+            text = self._unwritten(prompt, family.reasoning_format.format(reasoning=reasoning))
+            placeholder = family.reasoning_placeholder and self._unwritten(prompt, family.reasoning_placeholder)
             if placeholder and placeholder in completion:
                 return completion.replace(placeholder, text, 1), True, False
             return text + completion, True, False
@@ -375,60 +460,76 @@ class Encoder:
             message_index=i,
         )
 
-    def _inside_open_block(self, prompt: str) -> bool:
-        opener, closer = self.family.reasoning_open, self.family.reasoning_close
-        return bool(opener and closer) and prompt.rfind(opener) > prompt.rfind(closer)
+    def _open_block(self, prompt: str) -> tuple[str, str] | None:
+        """The reasoning block the generation prompt opens (its open and close tags), or None."""
+        return open_block(prompt, self.family.reasoning_tags)
+
+    def _unwritten(self, prompt: str, text: str) -> str:
+        """``text`` less what the prompt's tail already wrote of it: only a prefix that covers the opening tag of
+        the block the prompt leaves open counts (a lone shared newline is not an overlap)."""
+        block = self._open_block(prompt)
+        if block is None or not text.startswith(block[0]):
+            return text
+        overlap = suffix_prefix_overlap(prompt, text)
+        return text[overlap:] if overlap >= len(block[0]) else text
 
     def _format_fits(self, prompt: str) -> bool:
         """A reasoning format that opens its own block (``<think>\n{reasoning}...``) fits after any prompt; one
         that only closes it (``{reasoning}</think>``) fits only where the prompt ends inside an open block
         (DeepSeek-V3.1 opens none after tool outputs: there its reasoning has no place)."""
-        opener = self.family.reasoning_open
-        return not opener or opener in self.family.reasoning_format or self._inside_open_block(prompt)
+        opener, form = self.family.reasoning_open, self.family.reasoning_format or ""
+        return not opener or opener in form or self._open_block(prompt) is not None
 
     def _close_open_block(self, prompt: str, completion: str, i: int) -> tuple[str, bool]:
-        """A prompt ending inside an open reasoning block (QwQ's ``<think>\n``; Gemma-4's
+        """A prompt ending inside an open reasoning block (QwQ's and DeepSeek-R1's ``<think>\n``; Gemma-4's
         ``<|channel>thought\n`` after a tool response) is followed at inference by reasoning and the block's
         close. A turn without reasoning whose rendering never closes it gets the family's format with empty
-        reasoning; with no format, training the answer inside the open block would be silent, so it raises."""
-        opener, closer = self.family.reasoning_open, self.family.reasoning_close
-        if not self._inside_open_block(prompt) or closer in completion:
+        reasoning (as far as the prompt has not written it). Without a format, the template has not shown how the
+        block closes, and training the answer inside it would be a guess: it raises."""
+        block = self._open_block(prompt)
+        if block is None or block[1] in completion:
             return completion, False
-        if self.family.reasoning_format:
-            return self.family.reasoning_format.format(reasoning="") + completion, True
+        if self.family.reasoning_format and (self.family.reasoning_open, self.family.reasoning_close) == block:
+            return self._unwritten(prompt, self.family.reasoning_format.format(reasoning="")) + completion, True
         raise ReasoningDroppedError(
-            f"the generation prompt ends inside an open reasoning block ({opener!r}) that the turn's rendering "
+            f"the generation prompt ends inside an open reasoning block ({block[0]!r}) that the turn's rendering "
             f"never closes ({completion[:60]!r}), and the {self.family.name!r} family gives no format for it; "
-            "give the turn its reasoning",
+            "give the turn its reasoning, or describe the template's family",
             rule="reasoning-block-open",
             message_index=i,
         )
 
-    @staticmethod
-    def _check_rendered(completion: str, message: Message, i: int) -> None:
-        """The completion must hold the turn's answer and tool calls: a template that
-        drops them would otherwise train the model to say nothing."""
-        if isinstance(message.content, str) and message.content.strip():
-            if message.content.strip() not in completion:
-                raise TemplateRenderError(
-                    f"the turn's content {message.content.strip()[:60]!r} is not in what the template renders for "
-                    f"it ({completion[:80]!r})",
-                    rule="I2-content-not-rendered",
-                    message_index=i,
-                )
-        for call in message.tool_calls:
-            if call.name not in completion:
-                raise TemplateRenderError(
-                    f"the template does not render the turn's tool call {call.name!r} (some templates render "
-                    "the call's id instead of its name: Kimi-K2 expects ids like 'functions.NAME:0')",
-                    rule="template-drops-tool-calls",
-                    message_index=i,
-                )
+    def _check_calls_rendered(self, conversation: Conversation, i: int, text: _TurnText, length: int) -> None:
+        """Every call of a turn with several must be rendered, inside the completion.
+
+        Rendering the turn with its first k calls and with its first k + 1 shows where call k's text is; it must
+        lie within the completion (before the stop string). gpt-oss renders only the first call of a message
+        (harmony has one call per message) and would otherwise train the other calls away without a word."""
+        calls = conversation.dicts[i].get("tool_calls") or []
+        if len(calls) < 2:
+            return
+        start, end = text.start, text.start + length
+        previous = None
+        for k in range(1, len(calls) + 1):
+            if k == len(calls):
+                current = text.rendering
+            else:
+                current = conversation.with_message(i, {**conversation.dicts[i], "tool_calls": calls[:k]}).rendering(i)
+            if previous is not None:
+                at = common_prefix_len(previous, current)
+                if at == len(previous) == len(current) or not start <= at < end:
+                    name = conversation.messages[i].tool_calls[k - 1].name
+                    where = "does not render it" if at == len(current) else "renders it outside the turn's completion"
+                    raise TemplateRenderError(
+                        f"the turn makes {len(calls)} tool calls and the template {where}: call {k} "
+                        f"({name!r}) would not be trained (gpt-oss renders one call per message: split such a turn "
+                        "into one assistant message per call)",
+                        rule="template-drops-tool-calls", message_index=i)
+            previous = current
 
     # --------------------------------------------------------------- samples
     def _assemble(self, turns: list[_Turn]) -> list[Sample]:
-        samples: list[Sample] = []
-        current: Sample | None = None
+        builder = SampleBuilder()
         for turn in turns:
             prompt_ids = self.tokens.encode(turn.prompt_text)
             completion_ids = self.tokens.encode(turn.completion_text)
@@ -438,35 +539,18 @@ class Encoder:
             if not completion_ids:
                 raise VerificationError("the turn's completion is empty", rule="I5-empty-completion",
                                         message_index=turn.message_index)
-            if current is not None and _extends(prompt_ids, current.input_ids):
-                extra = prompt_ids[len(current.input_ids):]
-                current.input_ids.extend(extra)
-                current.labels.extend([IGNORE_INDEX] * len(extra))
-            else:
-                current = Sample(list(prompt_ids), [IGNORE_INDEX] * len(prompt_ids), [])
-                samples.append(current)
-            start = len(current.input_ids)
-            current.input_ids.extend(completion_ids)
-            current.labels.extend(completion_ids)
-            current.turns.append(
-                TurnSpan(
-                    message_index=turn.message_index,
-                    prompt_end=start,
-                    label_start=start,
-                    label_end=start + len(completion_ids),
-                    completion_text=turn.completion_text,
-                    spliced=turn.spliced,
-                    reasoning_formatted=turn.reasoning_formatted,
-                )
-            )
-        return samples
+            span = TurnSpan(message_index=turn.message_index, prompt_end=0, label_start=0, label_end=0,
+                            completion_text=turn.completion_text, spliced=turn.spliced,
+                            reasoning_formatted=turn.reasoning_formatted, parts=turn.parts)
+            builder.add(prompt_ids, completion_ids, span)
+        return builder.samples
 
-    def _count(self, stats, samples, turns, dicts, tools, kwargs) -> None:
-        full = self.render(dicts, tools, kwargs, add_generation_prompt=False, upto=len(dicts))
+    def _count(self, stats: EncodeStats, samples: list[Sample], turns: list[_Turn],
+               conversation: Conversation) -> None:
         stats.conversations += 1
         stats.samples += len(samples)
         stats.emitted_tokens += sum(len(s) for s in samples)
-        stats.full_render_tokens += len(self.tokens.encode(full))
+        stats.full_render_tokens += len(self.tokens.encode(conversation.full()))
         stats.trained_tokens += sum(s.num_labels for s in samples)
         stats.trained_turns += len(turns)
         stats.spliced_turns += sum(t.spliced for t in turns)
@@ -492,74 +576,66 @@ def _warn_if_lossy(tokens: SegmentTokenizer) -> None:
         )
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise PolicyError(f"{name} must be one of {choices}, got {value!r}", rule=f"policy-{name}")
+@dataclass(frozen=True)
+class _CachedEncoder:
+    """An encoder with what its output depends on beyond its cache key, checked on every hit."""
+
+    tokenizer: Callable[[], Any]  # a weak identity: an id Python reuses for a new tokenizer never matches
+    special_tokens: Any  # the bos_token/eos_token/... the renderer was given, as built
+    encoder: Encoder
+
+    def serves(self, tokenizer: Any) -> bool:
+        return (self.tokenizer() is tokenizer and self.encoder.tokens.current()
+                and _special_tokens(tokenizer) == self.special_tokens)
 
 
-def _extends(ids: list[int], prefix: list[int]) -> bool:
-    return len(ids) >= len(prefix) and ids[: len(prefix)] == prefix
+def _special_tokens(tokenizer: Any) -> Any:
+    """What ``special_tokens_map`` is made from, cheaply: transformers 5 keeps it in one dict that setting
+    ``bos_token`` & co. updates (``special_tokens_map`` builds a new dict, 1-2 us a call, per conversation)."""
+    state = getattr(tokenizer, "_special_tokens_map", None)
+    return state if isinstance(state, dict) else getattr(tokenizer, "special_tokens_map", None)
 
 
-def _texts(message: Message, *, reasoning: bool = True) -> list[str]:
-    """What a message says, as the template may render it: content, reasoning, tool-call arguments."""
-    texts = [message.content if isinstance(message.content, str) else ""]
-    texts += [message.reasoning or ""] if reasoning else []
-    for call in message.tool_calls:  # once each: as written, else as the template's tojson would write it
-        texts.append(call.arguments_json if call.arguments_json is not None else json.dumps(call.arguments,
-                                                                                           ensure_ascii=False))
-    return [t.strip() for t in texts if t and t.strip()]
-
-
-def _rendered_beyond(text: str, completion: str, message: Message) -> bool:
-    """``text`` occurs in the completion more often than the turn's answer and tool calls account for."""
-    elsewhere = sum(t.count(text) for t in _texts(message, reasoning=False))
-    return completion.count(text) > elsewhere
-
-
-_FOREIGN_MIN_CHARS = 12
-
-
-def _check_no_foreign_text(completion: str, messages: list[Message], i: int) -> None:
-    """A spliced or located turn must not hold another message's text (Gemma-4 renders a tool-call turn's
-    content after the tool responses, where it would land in the next turn's labels)."""
-    own = "\n".join(_texts(messages[i]))
-    for j, other in enumerate(messages):
-        for text in _texts(other) if j != i else ():
-            if len(text) >= _FOREIGN_MIN_CHARS and text in completion and text not in own:
-                raise TemplateRenderError(
-                    f"the text the template renders for turn {i} holds message {j}'s text {text[:40]!r}: the "
-                    "template places that message's content inside this turn, so no completion is exactly what "
-                    "the model generated",
-                    rule="I3-foreign-text",
-                    message_index=i,
-                )
-
-
-def _first_difference(expected: str, actual: str) -> str:
-    at = common_prefix_len(expected, actual)
-    return (
-        f"first difference at character {at}: expected {expected[max(0, at - 30):at + 30]!r}, "
-        f"got {actual[max(0, at - 30):at + 30]!r}"
-    )
-
-
-_ENCODERS: OrderedDict[tuple, Encoder] = OrderedDict()
+_MAX_ENCODERS = 8
+_ENCODERS: OrderedDict[tuple, _CachedEncoder] = OrderedDict()
+_ENCODERS_LOCK = threading.Lock()
 
 
 def get_encoder(tokenizer: Any, *, chat_template=None, family=None, strict=False, stop_strings=None) -> Encoder:
-    """A cached ``Encoder`` for this tokenizer and settings (rebuilt if the template changes)."""
+    """A cached ``Encoder`` for this tokenizer and settings (up to 8 per process, least recently used dropped).
+
+    Rebuilt when its output could differ: another template, tokens added to the tokenizer
+    (``add_special_tokens`` / ``add_tokens``) or special tokens reassigned since it was built. Thread-safe."""
     family_key = family.name if isinstance(family, Family) else family
     template = template_of(tokenizer, chat_template)
     key = (id(tokenizer), template, family_key, strict, tuple(stop_strings or ()))
-    encoder = _ENCODERS.get(key)
-    if encoder is None or encoder.tokenizer is not tokenizer:
-        encoder = Encoder(tokenizer, chat_template=chat_template, family=family, strict=strict,
-                          stop_strings=stop_strings)
-        _ENCODERS[key] = encoder
-        while len(_ENCODERS) > 8:
+    with _ENCODERS_LOCK:
+        cached = _ENCODERS.get(key)
+        if cached is not None:
+            _ENCODERS.move_to_end(key)
+    if cached is not None and cached.serves(tokenizer):
+        return cached.encoder
+    # Built outside the lock (a template compile and tokenizer probes): other threads' hits do not wait for it.
+    special_tokens = _special_tokens(tokenizer)
+    special_tokens = dict(special_tokens) if isinstance(special_tokens, dict) else special_tokens  # a snapshot
+    encoder = Encoder(tokenizer, chat_template=chat_template, family=family, strict=strict, stop_strings=stop_strings)
+    fresh = _CachedEncoder(_weak(tokenizer), special_tokens, encoder)
+    with _ENCODERS_LOCK:
+        cached = _ENCODERS.get(key)
+        if cached is not None and cached.serves(tokenizer):
+            return cached.encoder  # another thread built it first: share its piece cache
+        _ENCODERS[key] = fresh
+        _ENCODERS.move_to_end(key)
+        while len(_ENCODERS) > _MAX_ENCODERS:
             _ENCODERS.popitem(last=False)
     return encoder
+
+
+def _weak(tokenizer: Any) -> Callable[[], Any]:
+    try:
+        return weakref.ref(tokenizer)
+    except TypeError:  # an object without weakref support: the encoder holds it strongly anyway
+        return lambda: tokenizer
 
 
 def encode(
@@ -572,9 +648,11 @@ def encode(
     family: str | Family | None = None,
     strict: bool = False,
     stop_strings: Sequence[str] | None = None,
-    reasoning_policy: str = "error",
-    history_reasoning: str = "template",
-    train_turns: str = "all",
+    reasoning_policy: str | None = None,
+    history_reasoning: str | None = None,
+    train_turns: str | None = None,
+    arguments_policy: str | None = None,
+    options: EncodeOptions | None = None,
     conversation_index: int | None = None,
     stats: EncodeStats | None = None,
 ) -> list[Sample]:
@@ -591,10 +669,14 @@ def encode(
         family: a family name (``"qwen3"``) instead of detection.
         strict: raise when no family recognises the template.
         stop_strings: override the family's stop strings.
-        reasoning_policy: ``"error"`` or ``"drop"`` (counted in ``stats``) for
+        reasoning_policy: ``"error"`` (default) or ``"drop"`` (counted in ``stats``) for
             reasoning the template does not render and the family cannot format.
-        history_reasoning: ``"template"`` or ``"keep"`` (the template's own switch).
-        train_turns: ``"all"`` assistant turns without ``loss: false``, or ``"last"``.
+        history_reasoning: ``"template"`` (default) or ``"keep"`` (the template's own switch).
+        train_turns: ``"all"`` (default) assistant turns without ``loss: false``, or ``"last"``.
+        arguments_policy: ``"parse"`` (default; what vLLM's chat endpoint does: JSON-text tool-call arguments are
+            parsed into an object before rendering) or ``"verbatim"`` (the JSON text as written, where the
+            template accepts text).
+        options: the four policies as one ``EncodeOptions`` (the keywords above override its fields).
         conversation_index: the dataset row, named in errors.
         stats: an ``EncodeStats`` to add this conversation's counts to.
 
@@ -604,7 +686,7 @@ def encode(
     encoder = get_encoder(tokenizer, chat_template=chat_template, family=family, strict=strict,
                           stop_strings=stop_strings)
     return encoder.encode(
-        messages, tools, chat_template_kwargs, reasoning_policy=reasoning_policy,
-        history_reasoning=history_reasoning, train_turns=train_turns, conversation_index=conversation_index,
-        stats=stats,
+        messages, tools, chat_template_kwargs, options=options, reasoning_policy=reasoning_policy,
+        history_reasoning=history_reasoning, train_turns=train_turns, arguments_policy=arguments_policy,
+        conversation_index=conversation_index, stats=stats,
     )

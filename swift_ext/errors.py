@@ -33,6 +33,12 @@ class ParityError(ValueError):
         self.message_index = message_index
         super().__init__(self._format())
 
+    def __reduce__(self):
+        # Exceptions pickle as ``cls(*args)``, and ``args`` here is the formatted message: rebuilt that way an
+        # error read ``[input] [input-unknown-role] ...`` (datasets' num_proc, process pools) and a subclass with
+        # required keywords (RolloutAlignmentError) failed to load at all. Restore the attributes instead.
+        return _restore, (type(self), self.args, self.__dict__.copy())
+
     def _format(self) -> str:
         where = []
         if self.conversation_index is not None:
@@ -49,6 +55,14 @@ class ParityError(ValueError):
         self.conversation_index = conversation_index
         self.args = (self._format(),)
         return self
+
+
+def _restore(cls: type[ParityError], args: tuple, state: dict) -> ParityError:
+    """Unpickle a ``ParityError`` (any subclass) without calling its ``__init__``."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class InputError(ParityError):
@@ -87,3 +101,17 @@ class VerificationError(ParityError):
     """A produced sample breaks one of the invariants I1-I5."""
 
     rule = "verify"
+
+
+class InternalError(ParityError):
+    """An exception no rule foresaw, raised while encoding one conversation. It stays one row's error (a dataset
+    pass goes on); the original exception is chained as ``__cause__``. Please report it."""
+
+    rule = "internal-error"
+
+
+def unexpected(exc: BaseException, conversation_index: int | None = None) -> InternalError:
+    """Wrap an exception that is not a ``ParityError`` so no raw exception leaves the public API."""
+    detail = f"unexpected {type(exc).__name__}: {str(exc)[:300]} (a swift-ext bug or an unforeseen input; please " \
+             "report it with the row)"
+    return InternalError(detail, conversation_index=conversation_index)

@@ -26,6 +26,16 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 TOOL_ARGUMENT_FORMS = ("any", "dict", "json")
+MESSAGE_PARSERS = ("harmony",)
+"""Values of ``[rollout] message_parser``: how a sampled turn's text splits into message fields."""
+
+GENERIC_REASONING_TAGS: tuple[tuple[str, str], ...] = (
+    ("<think>", "</think>"),              # Qwen3, QwQ, DeepSeek-R1, GLM, Kimi, Phi-4, most reasoning models
+    ("<seed:think>", "</seed:think>"),    # Seed-OSS
+    ("<|channel>thought", "<channel|>"),  # Gemma-4
+)
+"""Reasoning-block delimiters known to be in use: a template no family describes is checked against these (a
+generation prompt that leaves one open must be followed by a completion that closes it)."""
 
 
 @dataclass(frozen=True)
@@ -55,15 +65,25 @@ class Family:
     """Stop string to append after a turn with tool calls when the template renders none."""
     stop_after_turn: str | None = None
     """Stop string to append after any other turn when the template renders none."""
+    message_parser: str | None = None
+    """How a generated turn's text splits into message fields (``MESSAGE_PARSERS``); ``None``: the default
+    ``<think>`` split. ``harmony``: gpt-oss's analysis / final / tool-call channels."""
     match_sha256: tuple[str, ...] = ()
     match_contains: tuple[str, ...] = ()
     match_excludes: tuple[str, ...] = ()
     source: str = ""
 
     @property
+    def reasoning_tags(self) -> tuple[tuple[str, str], ...]:
+        """The (open, close) pairs of the model's reasoning block: the family's own, else the known ones."""
+        if self.reasoning_open and self.reasoning_close:
+            return ((self.reasoning_open, self.reasoning_close),)
+        return GENERIC_REASONING_TAGS
+
+    @property
     def parity_template(self) -> str:
         """Name under which the framework adapters register this family."""
-        return f"{self.name}_parity"
+        return parity_name(self.name)
 
     def thinking_enabled(self, kwargs: dict[str, Any]) -> bool | None:
         """Whether the template runs in thinking mode under these kwargs (None: no switch)."""
@@ -89,6 +109,17 @@ GENERIC = Family(
 )
 
 
+def parity_name(name: str) -> str:
+    """The naming rule of parity templates (and of their agent templates): ``<name>_parity``."""
+    return f"{name}_parity"
+
+
+def parity_template_of(name: str) -> str:
+    """The name a family's parity template is registered under (``hf`` -> ``hf_parity``); ``UnknownFamilyError``
+    for a name no family has."""
+    return load_family(name).parity_template
+
+
 def template_sha256(template: str) -> str:
     return hashlib.sha256(template.encode("utf-8")).hexdigest()
 
@@ -110,12 +141,16 @@ def _family_from_toml(path: Path) -> Family:
     tool_arguments = data.get("tool_arguments", "any")
     if tool_arguments not in TOOL_ARGUMENT_FORMS:
         raise ValueError(f"{path}: tool_arguments must be one of {TOOL_ARGUMENT_FORMS}")
+    message_parser = data.get("rollout", {}).get("message_parser")
+    if message_parser not in (None, *MESSAGE_PARSERS):
+        raise ValueError(f"{path}: [rollout] message_parser must be one of {MESSAGE_PARSERS}")
     return Family(
         name=data["name"],
         description=data.get("description", ""),
         stop_strings=tuple(stops.get("strings", ())),
         stop_after_tool_calls=stops.get("after_tool_calls"),
         stop_after_turn=stops.get("after_turn"),
+        message_parser=message_parser,
         swift_template=data.get("swift_template"),
         tool_arguments=tool_arguments,
         reasoning_field=reasoning.get("field", "reasoning_content") or None,
@@ -192,4 +227,15 @@ def resolve_family(template: str, family: str | Family | None, *, strict: bool) 
     return GENERIC
 
 
-__all__ = ["Family", "GENERIC", "detect_family", "list_families", "load_family", "resolve_family", "template_sha256"]
+__all__ = [
+    "GENERIC",
+    "GENERIC_REASONING_TAGS",
+    "Family",
+    "detect_family",
+    "list_families",
+    "load_family",
+    "parity_name",
+    "parity_template_of",
+    "resolve_family",
+    "template_sha256",
+]

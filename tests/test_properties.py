@@ -23,7 +23,7 @@ Invariants checked on every encode result:
 
 Template-only fixtures (Gemma-4, Kimi-K2, Phi-4-reasoning, Seed-OSS, Mistral-Small) are encoded with a *derived*
 tokenizer (a real byte-level tokenizer of another fixture with the template's control strings added as special
-tokens, see ``swift_ext.fixtures``): token ids differ from the real model's, the template text does not.
+tokens, see ``swift_ext.dev.fixtures``): token ids differ from the real model's, the template text does not.
 
 ``SWIFT_EXT_PROPERTY_EXAMPLES`` sets the number of examples per family and thinking mode (default 30).
 """
@@ -36,7 +36,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,16 +45,14 @@ from hypothesis.control import currently_in_test_context
 
 import swift_ext
 from swift_ext import IGNORE_INDEX, ParityError, ReasoningDroppedError
-from swift_ext.fixtures import DERIVED, FixtureUnavailable, fixture_dir, load_tokenizer, resolve_name
+from swift_ext.dev import testing
+from swift_ext.dev.fixtures import FIXTURE_TABLE, expected_family, is_template_only
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-REAL_TOKENIZER_FAMILIES = (
-    "qwen3", "qwen3_thinking", "qwq", "qwen3_coder", "qwen3_5", "qwen3_6", "deepseek_r1", "deepseek_v3_1",
-    "llama3", "glm4_7", "gpt_oss", "gemma3",
-)
-DERIVED_TOKENIZER_FAMILIES = ("gemma4", "gemma4_e2b", "kimi_k2", "phi4_reasoning", "seed_oss", "mistral_small")
+REAL_TOKENIZER_FAMILIES = tuple(name for name in FIXTURE_TABLE if not is_template_only(name))
+DERIVED_TOKENIZER_FAMILIES = tuple(name for name in FIXTURE_TABLE if is_template_only(name))
 
 MAX_EXAMPLES = int(os.environ.get("SWIFT_EXT_PROPERTY_EXAMPLES", "30"))
 
@@ -75,42 +72,16 @@ OPEN_BUGS: dict[str, str] = {
 # ----------------------------------------------------------------------------------------------- fixtures
 @cache
 def tokenizer_for(name: str) -> Any:
-    """Each fixture tokenizer, loaded once; a missing fixture fails the test, saying where we looked."""
-    folder = resolve_name(name)
-    missing = []
-    for needed in [folder] + ([DERIVED[folder][0]] if folder in DERIVED else []):
-        try:
-            fixture_dir(needed, fetch=False)
-        except FixtureUnavailable as exc:
-            missing.append(str(exc))
-    try:
-        return load_tokenizer(name)
-    except Exception as exc:  # noqa: BLE001 - every way of not loading is reported the same way
-        pytest.fail(
-            f"cannot load the {name!r} tokenizer fixture ({'; '.join(missing) or f'{type(exc).__name__}: {exc}'}). "
-            "The property tests need the real tokenizer fixtures: set SWIFT_EXT_FIXTURES or put them at "
-            "../shared/fixtures beside the repository.",
-            pytrace=False,
-        )
-
-
-def _local_template(name: str) -> str | None:
-    """The fixture's template text if the fixture is on disk (collection never fetches)."""
-    try:
-        folder = fixture_dir(name, fetch=False)
-    except FixtureUnavailable:
-        return None
-    if (folder / "chat_template.jinja").is_file():
-        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
-    config = Path(folder) / "tokenizer_config.json"
-    return json.loads(config.read_text(encoding="utf-8")).get("chat_template") if config.is_file() else None
+    """Each fixture tokenizer, loaded once through the one resolver; a missing fixture fails or skips, saying
+    where it was looked for (``swift_ext.dev.testing``)."""
+    return testing.tokenizer(name)
 
 
 def _thinking_modes(name: str) -> list[str]:
-    """Thinking on and off where the family has a switch (the family description names it), else the default."""
-    template = _local_template(name)
-    family = swift_ext.detect_family(template) if isinstance(template, str) else None
-    return ["on", "off"] if family is not None and family.thinking_kwarg else ["default"]
+    """Thinking on and off where the fixture's family has a switch, else the default. The family comes from the
+    fixture table, not from the files, so the cases are the same whichever source gave them."""
+    family = swift_ext.load_family(expected_family(name))
+    return ["on", "off"] if family.thinking_kwarg else ["default"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +103,12 @@ class Case:
         return swift_ext.get_encoder(self.tokenizer).family
 
     @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """What ends a turn: the family's stop strings; a template no family describes ends at the tokenizer's eos
+        (as documented for the generic path)."""
+        return self.family.stop_strings or (str(self.tokenizer.eos_token),)
+
+    @property
     def kwargs(self) -> dict[str, Any]:
         return {} if self.mode == "default" else {self.family.thinking_kwarg: self.mode == "on"}
 
@@ -146,9 +123,11 @@ CASES = [Case(name, mode) for name in REAL_TOKENIZER_FAMILIES + DERIVED_TOKENIZE
 
 
 # ------------------------------------------------------------------------------------------------- oracle
-def oracle_render(case: Case, messages: list[dict], tools: list | None, *, gen: bool) -> str:
+def oracle_render(case: Case, messages: list[dict], tools: list | None, *, gen: bool, served: bool = True) -> str:
     # A None value means "absent" (transformers >= 5.2x drops such keys itself; 5.19 would render 'None').
     messages = [{k: v for k, v in m.items() if v is not None} for m in messages]
+    if served:
+        messages = [as_served(case, m) for m in messages]
     return case.tokenizer.apply_chat_template(
         messages, tools=tools, add_generation_prompt=gen, tokenize=False, **case.kwargs
     )
@@ -162,9 +141,26 @@ def decode(case: Case, ids: list[int]) -> str:
     return case.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
+def as_served(case: Case, message: dict) -> dict:
+    """The message as vLLM's chat endpoint hands it to the template: JSON-text tool-call arguments parsed into an
+    object (``_postprocess_messages`` in vllm/entrypoints/chat_utils.py). A template that only renders text
+    arguments (DeepSeek concatenates strings) cannot take that object; it gets the object written back as JSON."""
+    if not message.get("tool_calls"):
+        return message
+    calls = []
+    for call in message["tool_calls"]:
+        arguments = call["function"]["arguments"]
+        if isinstance(arguments, str):
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        if argument_form(case) == "json":
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        calls.append({**call, "function": {**call["function"], "arguments": arguments}})
+    return {**message, "tool_calls": calls}
+
+
 def _try_render(case: Case, messages: list[dict], tools: list | None = None) -> str | None:
     try:
-        return oracle_render(case, messages, tools, gen=False)
+        return oracle_render(case, messages, tools, gen=False, served=False)
     except Exception:  # noqa: BLE001 - a template that raises does not support the probe
         return None
 
@@ -236,7 +232,44 @@ def max_calls_per_turn(case: Case) -> int:
 def renders_content_beside_calls(case: Case) -> bool:
     call = make_call("lookup_x", in_form(case, {}))
     text = _try_render(case, [PROBE_USER, make_assistant(case, "Let me look", None, [call])])
-    return text is not None and "Let me look" in text
+    if text is None:
+        return False
+    # Within the turn: llama.cpp's R1-Distill copy renders the content as a second turn after the calls' stop.
+    start = text.find("lookup_x")
+    ends = [text.find(stop, start) for stop in case.stop_strings if text.find(stop, start) >= 0]
+    return "Let me look" in text[: min(ends)] if ends else "Let me look" in text
+
+
+@cache
+def repeats_calls(case: Case) -> bool:
+    """A second tool-call turn (after an answer and a new query) renders like the first. DeepSeek-R1's template as
+    MAI-DS-R1 ships it never resets its first-call flag, so every later call turn loses its header
+    (test_later_call_turns_are_refused)."""
+    call = make_call("lookup_x", in_form(case, {}), 0)
+    first = [PROBE_USER]
+    later = [PROBE_USER, make_assistant(case, "", None, [call]), {"role": "tool", "tool_call_id": call["id"],
+             "content": "out"}, make_assistant(case, "Done", None, []), {"role": "user", "content": "Again"}]
+    added = []
+    for history in (first, later):
+        before = _try_render(case, history)
+        after = _try_render(case, [*history, make_assistant(case, "", None, [call])])
+        if before is None or after is None or not after.startswith(before):
+            return True  # no way to tell: keep generating
+        added.append(after[len(before):])
+    return added[0] == added[1]
+
+
+@cache
+def chains_calls(case: Case) -> bool:
+    """A tool call made right after tool outputs renders after the history (DeepSeek-R1's template, as MAI-DS-R1
+    ships it, renders it inside the outputs block instead: no generation prompt leads there, and encode refuses it,
+    test_call_after_tool_outputs_is_refused)."""
+    call, again = make_call("lookup_x", in_form(case, {}), 0), make_call("lookup_x", in_form(case, {}), 1)
+    messages = [PROBE_USER, make_assistant(case, "", None, [call]),
+                {"role": "tool", "tool_call_id": call["id"], "content": "out"}]
+    history = _try_render(case, messages)
+    rendering = _try_render(case, [*messages, make_assistant(case, "", None, [again])])
+    return history is not None and rendering is not None and rendering.startswith(history)
 
 
 @cache
@@ -398,7 +431,9 @@ def conversations(draw, case: Case) -> Conversation:
     call_number = 0
     for u in range(n_users):
         messages.append({"role": "user", "content": draw(visible_text(sentinel("u")))})
-        steps = draw(st.integers(0, 2)) if tools_ok else 0
+        steps = draw(st.integers(0, 2 if chains_calls(case) else 1)) if tools_ok else 0
+        if call_number and not repeats_calls(case):
+            steps = 0
         ends_on_call = u == n_users - 1 and steps > 0 and draw(st.integers(0, 3)) == 0
         for step in range(steps):
             calls = []
@@ -485,7 +520,7 @@ class Oracle:
 
 def check_samples(case: Case, conv: Conversation, samples: list[swift_ext.Sample], *, policy: str) -> None:
     oracle = Oracle(case, conv)
-    stops = case.family.stop_strings
+    stops = case.stop_strings
     msgs = conv.messages
     spans = [(k, span) for k, sample in enumerate(samples) for span in sample.turns]
     assert [span.message_index for _, span in spans] == conv.trained(), "every trained turn once, in order"
@@ -548,11 +583,32 @@ def check_samples(case: Case, conv: Conversation, samples: list[swift_ext.Sample
     swift_ext.verify(case.tokenizer, msgs, samples, conv.tools, case.kwargs)
 
 
+def check_parts(span: swift_ext.TurnSpan, info: Any, stop: str, reasoning: str) -> None:
+    """The turn's parts (reasoning / answer / tool call / stop / other) cover its completion in order, and each
+    holds what its kind says: the answer part is the turn's content, the stop part its stop string, the reasoning
+    the turn's reasoning, every tool name inside the tool-call part."""
+    text, parts = span.completion_text, span.parts
+    assert [p.start for p in parts] == [0, *[p.end for p in parts[:-1]]] and parts[-1].end == len(text), parts
+    by_kind = {}
+    for part in parts:
+        by_kind.setdefault(part.kind, []).append(text[part.start:part.end])
+    assert by_kind.get("stop") == [stop], (by_kind, stop)
+    answer = info.answer.strip() if isinstance(info.answer, str) else ""
+    if answer and "answer" in by_kind:
+        assert by_kind["answer"] == [answer], (by_kind, answer)
+    elif answer:  # gpt-oss writes a tool-call turn's content in its analysis channel: reasoning, to the model
+        assert any(answer in r for r in by_kind.get("reasoning", [])), (by_kind, answer)
+    if reasoning:
+        assert any(reasoning in r for r in by_kind.get("reasoning", [])), (by_kind, reasoning)
+    for name in info.tool_names:
+        assert any(name in c for c in by_kind.get("tool_call", [])), (by_kind, name)
+
+
 def check_turn(case: Case, conv: Conversation, oracle: Oracle, sample: swift_ext.Sample, span: swift_ext.TurnSpan,
                policy: str) -> None:
     i = span.message_index
     info = conv.meta[i]
-    stops = case.family.stop_strings
+    stops = case.stop_strings
     # I1: the turn's context is exactly what the server feeds the model
     context = sample.input_ids[: span.label_start]
     assert context == oracle.prompt_ids(i), (
@@ -575,6 +631,7 @@ def check_turn(case: Case, conv: Conversation, oracle: Oracle, sample: swift_ext
     reasoning = (info.reasoning or "").strip()
     if policy == "error" and reasoning:
         assert holds_reasoning(text, reasoning, info.answer), f"turn {i}'s reasoning silently dropped: {text!r}"
+    check_parts(span, info, ends[0], reasoning if policy == "error" else "")
     # I2: where the template's own rendering of the turn extends the generation prompt (and holds the turn's
     # reasoning), the model generated exactly that rendering up to the first stop string.
     prompt, rendering = oracle.prompt(i), oracle.rendering(i)

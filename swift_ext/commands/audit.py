@@ -2,8 +2,10 @@
 
 Parallel (``--workers``), with a progress bar on stderr, and a summary of
 samples, token ratios, truncation, reasoning dropped and failed rows grouped by
-error rule. Exit 1 when any row failed (unless ``--allow-failures``), 2 when
-the command could not run.
+error rule; ``--failures FILE`` lists every failed row and ``--write-clean FILE``
+writes the rows that passed. Exit 1 when any row failed (unless
+``--allow-failures``), 2 when the command could not run, 130 / 143 when SIGINT /
+SIGTERM stopped it (the partial summary is printed, the workers are gone).
 """
 
 from __future__ import annotations
@@ -11,17 +13,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..diagnostics.auditing import AuditSettings, run_audit
-from ..diagnostics.options import add_encode_arguments, add_model_arguments, options_from_args
-from ..diagnostics.rows import RowFormatError, count_rows
+from ..diagnostics.auditing import AuditInterrupted, AuditSettings, AuditSummary, run_audit
+from ..diagnostics.options import (
+    add_encode_arguments,
+    add_model_arguments,
+    cli_advice,
+    options_from_args,
+    positive_int,
+)
+from ..diagnostics.rows import DatasetError, check_dataset, count_rows, original_lines
 from ..diagnostics.source import SourceError, load_source
 from ..diagnostics.terminal import audit_renderables, print_all, print_error
 from ..errors import ParityError
+
+EXIT_BY_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,10 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(parser, metavar="MODEL_DIR")
     parser.add_argument("data", metavar="DATA", help="dataset file (.jsonl, .json, .parquet) or saved HF dataset")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=positive_int, default=min(8, os.cpu_count() or 1),
                         help="worker processes (default: CPU count, at most 8; 1 = in this process)")
-    parser.add_argument("--max-length", type=int, metavar="L", help="count samples longer than L as truncated")
-    parser.add_argument("--json", metavar="FILE", help="write the summary as JSON")
+    parser.add_argument("--max-length", type=positive_int, metavar="L",
+                        help="count samples longer than L as truncated")
+    parser.add_argument("--json", metavar="FILE", help="write the summary as JSON (every failed row in failed_rows)")
+    parser.add_argument("--failures", metavar="FILE",
+                        help="write every failed row as JSON lines: {row, line, rule, message}")
+    parser.add_argument("--write-clean", metavar="FILE",
+                        help="write the rows that passed, as written in DATA, as JSON lines (train on this file)")
     parser.add_argument("--allow-failures", action="store_true", help="exit 0 even when rows failed")
     parser.add_argument("--verify", action="store_true", help="also run swift_ext.verify on every row (slower)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -46,27 +64,76 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     errors = Console(stderr=True)
-    if not Path(args.data).exists():
-        print_error(errors, "audit", f"{args.data} does not exist")
-        return 2
     settings = AuditSettings(options_from_args(args), args.max_length, args.verify)
     try:
+        check_dataset(args.data)
         source = load_source(args.model, args.tokenizer)
-        summary = _audit(source, args, settings, errors)
-    except (SourceError, RowFormatError, ParityError) as exc:
+        total = count_rows(args.data)
+        with _signals_stop_the_audit():
+            summary = _audit(source, args, settings, errors, total)
+    except (SourceError, DatasetError, ParityError, OSError) as exc:
         print_error(errors, "audit", str(exc))
         return 2
     data = summary.to_dict()
-    print_all(Console(), audit_renderables(data, source.label, args.data))
-    if args.json:
-        Path(args.json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    for failed in data["failed_rows"]:  # what the CLI writes advises in flag spelling
+        failed["message"] = cli_advice(failed["message"])
+    for group in data["failures"].values():
+        group["example"] = cli_advice(group["example"])
+    print_all(Console(), audit_renderables(data, source.label, args.data, total))
+    _write_outputs(args, summary, data, errors)
+    if summary.interrupted:
+        return EXIT_BY_SIGNAL.get(summary.interrupted, 1)
     return 1 if summary.rows_failed and not args.allow_failures else 0
 
 
-def _audit(source, args: argparse.Namespace, settings: AuditSettings, console: Console):
+def _audit(source, args: argparse.Namespace, settings: AuditSettings, console: Console, total: int | None):
     progress = Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=console, disable=args.no_progress, transient=False)
     with progress:
-        task = progress.add_task("rows", total=count_rows(args.data))
+        task = progress.add_task("rows", total=total)
         return run_audit(source, args.data, settings, workers=args.workers, tokenizer=args.tokenizer,
                          on_rows=lambda n: progress.advance(task, n))
+
+
+@contextmanager
+def _signals_stop_the_audit():
+    """SIGTERM and SIGINT stop the pass (workers killed, partial summary kept) instead of killing this process."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise AuditInterrupted(signal.Signals(signum).name)
+
+    saved = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _write_outputs(args: argparse.Namespace, summary: AuditSummary, data: dict[str, Any], errors: Console) -> None:
+    if args.json:
+        Path(args.json).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if args.failures:
+        with open(args.failures, "w", encoding="utf-8") as fh:
+            for failed in data["failed_rows"]:
+                fh.write(json.dumps(failed, ensure_ascii=False) + "\n")
+    if args.write_clean:
+        if summary.interrupted:
+            print_error(errors, "audit", f"--write-clean: not written, the pass was interrupted ({args.write_clean})")
+            return
+        written = write_clean(args.data, {f.row for f in summary.failed}, args.write_clean)
+        errors.print(f"wrote {written:,} rows that passed to {args.write_clean}", markup=False, highlight=False,
+                     soft_wrap=True)
+
+
+def write_clean(data: str, failed: set[int], out: str) -> int:
+    """The rows of ``data`` not in ``failed``, as written (JSON lines), to ``out``; returns how many."""
+    written = 0
+    with open(out, "wb") as fh:
+        for index, text in original_lines(data):
+            if index in failed:
+                continue
+            line = text if isinstance(text, bytes) else text.encode("utf-8")
+            fh.write(line if line.endswith(b"\n") else line + b"\n")
+            written += 1
+    return written

@@ -1,9 +1,19 @@
 """Encode a whole dataset with ``swift_ext.encode`` and summarise what training will see.
 
-Rows are read lazily and sent to worker processes in small batches, with a
-bounded number in flight, so memory stays flat on large files. Every row ends
-as a ``RowResult``: its encode counters, or the rule of the error that stopped
-it (malformed JSON, unknown format, or any ``ParityError`` of the core).
+Rows are cut from the file lazily in this process (as JSON text, unparsed) and
+sent to worker processes in small batches, with a bounded number in flight, so
+memory stays flat on large files. Every row ends as a ``RowResult``: its encode
+counters, or the rule of the error that stopped it (invalid UTF-8, malformed
+JSON, nesting too deep to parse, unknown format, or any ``ParityError`` of the
+core). No row can stop the pass:
+
+- a worker that dies (killed, or crashed in native code) breaks the pool; the
+  pool is rebuilt and each row of the batches that were in flight is retried
+  once, alone, so a row that kills its worker again is the only one counted
+  (``audit-worker-died``);
+- ``AuditInterrupted`` (raised by the command's SIGTERM / SIGINT handlers) or
+  ``KeyboardInterrupt`` stops the pass: the workers are killed, never left
+  orphaned, and the summary covers the rows finished (``interrupted``).
 
 Counting rules (also in ``docs/cli.md``):
 
@@ -11,33 +21,53 @@ Counting rules (also in ``docs/cli.md``):
 - with ``max_length`` a sample longer than it is truncated to it; a sample that
   loses every label is *dropped*; a row whose samples are all dropped, or whose
   assistant turns are all ``loss: false``, has *zero trained tokens*;
-- a row that raises is *failed*, grouped by the error's rule.
+- a row that raises is *failed*, grouped by the error's rule, and listed with
+  its row index and line (``failed_rows``);
+- blank lines of a JSON-lines file are not rows (ms-swift skips them too); they
+  are counted apart (``blank_lines``).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..core import Encoder, encode
 from ..errors import InputError, ParityError
 from ..messages import parse_messages
-from ..types import IGNORE_INDEX, EncodeStats, Sample
+from ..samples import truncate
+from ..types import EncodeStats, Sample
 from ..verify import verify
-from .options import EncodeOptions
-from .rows import Row, iter_rows
+from .options import CommandOptions
+from .rows import READ_ERRORS, RawRow, Row, iter_raw, parse_raw
 from .source import ModelSource, load_source
 
 BATCH_ROWS = 16
+MAX_DETAIL = 1000
+"""Characters of an error message kept per failed row."""
+TEST_KILL_LINE = "_SWIFT_EXT_TEST_KILL_LINE"
+"""Test hook: a worker process SIGKILLs itself when it reaches this line number (never in the main process)."""
+
+
+class AuditInterrupted(Exception):
+    """Raised (by a signal handler) to stop an audit; ``signal_name`` says which signal."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
 
 
 @dataclass
 class AuditSettings:
-    options: EncodeOptions = field(default_factory=EncodeOptions)
+    options: CommandOptions = field(default_factory=CommandOptions)
     max_length: int | None = None
     verify: bool = False
 
@@ -54,6 +84,7 @@ class RowResult:
     samples_dropped: int = 0
     tokens_cut: int = 0
     labels_cut: int = 0
+    form: str | None = None
 
 
 @dataclass
@@ -63,6 +94,16 @@ class FailureGroup:
     first_row: int
     first_line: int | None
     example: str
+
+
+@dataclass
+class FailedRow:
+    """One failed row, as ``--json``'s ``failed_rows`` and ``--failures FILE`` list it."""
+
+    row: int
+    line: int | None
+    rule: str
+    message: str
 
 
 @dataclass
@@ -80,11 +121,21 @@ class AuditSummary:
     trained_tokens_cut: int = 0
     stats: EncodeStats = field(default_factory=EncodeStats)
     failures: dict[str, FailureGroup] = field(default_factory=dict)
+    failed: list[FailedRow] = field(default_factory=list)
     max_length: int | None = None
     seconds: float = 0.0
+    blank_lines: int = 0
+    worker_restarts: int = 0
+    interrupted: str | None = None
+    """The signal that stopped the pass (``SIGTERM``, ``SIGINT``); None when every row was read."""
+    row_forms: Counter = field(default_factory=Counter)
+    """Rows per form (``messages``, ``conversations``, ``query/response``, ...): ms-swift reads a file that mixes
+    forms with one preprocessor and drops the rows of the others."""
 
     def add(self, result: RowResult) -> None:
         self.rows += 1
+        if result.form is not None:
+            self.row_forms[result.form] += 1
         if result.rule is not None:
             self._fail(result)
             return
@@ -99,6 +150,7 @@ class AuditSummary:
 
     def _fail(self, result: RowResult) -> None:
         self.rows_failed += 1
+        self.failed.append(FailedRow(result.index, result.line, result.rule, result.detail))
         group = self.failures.get(result.rule)
         if group is None:
             self.failures[result.rule] = FailureGroup(result.rule, 1, result.index, result.line, result.detail)
@@ -110,6 +162,10 @@ class AuditSummary:
     @property
     def samples_emitted(self) -> int:
         return self.stats.samples - self.samples_dropped
+
+    def failed_rows(self) -> list[FailedRow]:
+        """Every failed row, in dataset order."""
+        return sorted(self.failed, key=lambda f: f.row)
 
     def to_dict(self) -> dict[str, Any]:
         stats = self.stats
@@ -137,6 +193,11 @@ class AuditSummary:
             "tokens_cut": self.tokens_cut,
             "trained_tokens_cut": self.trained_tokens_cut,
             "failures": {rule: asdict(group) for rule, group in sorted(self.failures.items())},
+            "failed_rows": [asdict(failed) for failed in self.failed_rows()],
+            "row_forms": dict(sorted(self.row_forms.items())),
+            "blank_lines": self.blank_lines,
+            "worker_restarts": self.worker_restarts,
+            "interrupted": self.interrupted,
             "seconds": self.seconds,
             "rows_per_second": self.rows / self.seconds if self.seconds else 0.0,
             "tokens_per_second": stats.emitted_tokens / self.seconds if self.seconds else 0.0,
@@ -146,29 +207,35 @@ class AuditSummary:
 # ------------------------------------------------------------------ one row
 def encode_row(source: ModelSource, settings: AuditSettings, row: Row) -> RowResult:
     """Encode one row into counters; every error becomes the result's rule, never an exception."""
-    result = RowResult(row.index, row.line, row.rule, row.detail)
+    result = RowResult(row.index, row.line, row.rule, row.detail, form=row.form)
     if row.rule is not None:
         return result
     options = settings.options
     try:
-        if trains_nothing(row.messages, options.train_turns):
+        if trains_nothing(row.messages, options.policies.train_turns):
             result.zero_trained = True
             return result
         samples = encode(source.tokenizer, row.messages, row.tools, options.chat_template_kwargs,
-                         family=options.family, conversation_index=row.index, stats=result.stats,
-                         **source.encoder_kwargs(), **options.encode_kwargs())
+                         conversation_index=row.index, stats=result.stats, options=options.policies,
+                         **source.encoder_kwargs(), **options.encoder_kwargs())
         if settings.verify:
             verify(source.tokenizer, row.messages, samples, row.tools, options.chat_template_kwargs,
-                   family=options.family, history_reasoning=options.history_reasoning,
-                   conversation_index=row.index, **source.encoder_kwargs())
+                   options=options.policies, conversation_index=row.index,
+                   **source.encoder_kwargs(), **options.encoder_kwargs())
     except ParityError as exc:
-        result.rule, result.detail, result.stats = exc.rule, str(exc), EncodeStats()
-        return result
+        return _failed(result, exc.rule, str(exc))
+    except READ_ERRORS:
+        return _failed(result, "input-too-deep", f"[input-too-deep] {row.where}: the conversation is nested deeper "
+                                                 "than Python's recursion limit allows to encode")
     except Exception as exc:  # a bug must cost one row, not the whole pass
-        result.rule, result.detail, result.stats = f"crash-{type(exc).__name__}", str(exc), EncodeStats()
-        return result
+        return _failed(result, f"crash-{type(exc).__name__}", str(exc))
     if settings.max_length is not None:
-        truncate(result, samples, settings.max_length)
+        count_truncation(result, samples, settings.max_length)
+    return result
+
+
+def _failed(result: RowResult, rule: str, detail: str) -> RowResult:
+    result.rule, result.detail, result.stats = rule, detail[:MAX_DETAIL], EncodeStats()
     return result
 
 
@@ -183,38 +250,100 @@ def trains_nothing(messages: list[dict[str, Any]], train_turns: str) -> bool:
     return False
 
 
-def truncate(result: RowResult, samples: list[Sample], max_length: int) -> None:
-    """Count what cutting each sample to ``max_length`` tokens costs."""
+def count_truncation(result: RowResult, samples: list[Sample], max_length: int) -> None:
+    """Count what cutting each sample to its first ``max_length`` tokens costs (``samples.truncate``, ``right``:
+    a sample left without a label is dropped)."""
     for sample in samples:
         if len(sample) <= max_length:
             continue
-        kept = sum(1 for label in sample.labels[:max_length] if label != IGNORE_INDEX)
+        cut = truncate(sample, [1.0] * len(sample), max_length, "right")
+        kept = cut.pieces[0].sample.num_labels if cut.pieces else 0
         result.samples_truncated += 1
         result.tokens_cut += len(sample) - max_length
         result.labels_cut += sample.num_labels - kept
-        result.samples_dropped += kept == 0
+        result.samples_dropped += cut.dropped
     result.zero_trained = bool(samples) and result.samples_dropped == len(samples)
 
 
-# ------------------------------------------------------------------ whole dataset
+def audit_raw(source: ModelSource, settings: AuditSettings, raw: RawRow) -> RowResult:
+    """Parse and encode one row as cut from the file."""
+    return encode_row(source, settings, parse_raw(raw))
+
+
+# ------------------------------------------------------------------ worker processes
 _WORKER: tuple[ModelSource, AuditSettings] | None = None
 
 
 def _init_worker(spec: str, tokenizer: str | None, settings: AuditSettings) -> None:
-    """Load the tokenizer once per worker (a forked worker inherits the parent's)."""
+    """Load the tokenizer once per worker (a forked worker inherits the parent's); the main process owns the
+    signals (it kills the workers), and a worker dies with it."""
     global _WORKER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
     if _WORKER is None or _WORKER[0].spec != spec:
         _WORKER = (load_source(spec, tokenizer), settings)
 
 
-def _run_batch(rows: list[Row]) -> list[RowResult]:
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when the main process dies, however it dies (even SIGKILL)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the executor's own shutdown still stops the workers
+        pass
+
+
+def _run_batch(raws: list[RawRow]) -> list[RowResult]:
     assert _WORKER is not None, "worker not initialised"
     source, settings = _WORKER
-    return [encode_row(source, settings, row) for row in rows]
+    kill_line = os.environ.get(TEST_KILL_LINE)
+    results = []
+    for raw in raws:
+        if kill_line and str(raw.line) == kill_line:
+            os.kill(os.getpid(), signal.SIGKILL)
+        results.append(audit_raw(source, settings, raw))
+    return results
 
 
-def _batched(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
-    batch: list[Row] = []
+class _Pool:
+    """A process pool that can be rebuilt after a worker died, and killed outright."""
+
+    def __init__(self, workers: int, initargs: tuple) -> None:
+        methods = multiprocessing.get_all_start_methods()
+        self.context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self.workers, self.initargs = workers, initargs
+        self.executor = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=self.context, initializer=_init_worker,
+                                   initargs=self.initargs)
+
+    def submit(self, batch: list[RawRow]) -> Future:
+        return self.executor.submit(_run_batch, batch)
+
+    def restart(self) -> None:
+        self.kill()
+        self.executor = self._start()
+
+    def kill(self) -> None:
+        """Stop every worker now (running ones included) and reap them: none is left orphaned."""
+        processes = list((getattr(self.executor, "_processes", None) or {}).values())
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(timeout=5)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+def _batched(rows: Iterable[RawRow], size: int) -> Iterator[list[RawRow]]:
+    batch: list[RawRow] = []
     for row in rows:
         batch.append(row)
         if len(batch) == size:
@@ -224,28 +353,96 @@ def _batched(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
         yield batch
 
 
-def _run_parallel(source: ModelSource, tokenizer: str | None, settings: AuditSettings, batches: Iterable[list[Row]],
-                  workers: int, done: Callable[[list[RowResult]], None]) -> None:
+class _Parallel:
+    """Batches through a pool; what a broken pool lost is retried row by row."""
+
+    def __init__(self, pool: _Pool, done: Callable[[list[RowResult]], None], summary: AuditSummary) -> None:
+        self.pool, self.done, self.summary = pool, done, summary
+        self.pending: dict[Future, list[RawRow]] = {}
+        self.lost: list[RawRow] = []
+
+    def run(self, batches: Iterable[list[RawRow]]) -> None:
+        in_flight = self.pool.workers * 4
+        for batch in batches:
+            self.pending[self.pool.submit(batch)] = batch
+            if len(self.pending) >= in_flight:
+                self._collect(FIRST_COMPLETED)
+        self._collect(ALL_COMPLETED)
+
+    def _collect(self, how: str) -> None:
+        finished, _ = wait(self.pending, return_when=how)
+        for future in finished:
+            batch = self.pending.pop(future)
+            if future.exception() is None:
+                self.done(future.result())
+            else:
+                self.lost += batch
+        if self.lost:
+            self._recover()
+
+    def _recover(self) -> None:
+        """A worker died (or a batch could not come back): every batch in flight is lost with the pool. Rebuild
+        it and retry each lost row once, alone, so only a row that fails again is counted against itself."""
+        self._collect_all_lost()
+        rows, self.lost = sorted(self.lost, key=lambda r: r.index), []
+        self._restart()
+        for raw in rows:
+            future = self.pool.submit([raw])
+            wait([future])
+            error = future.exception()
+            if error is None:
+                self.done(future.result())
+                continue
+            self.done([_lost_row(raw, error)])
+            if isinstance(error, BrokenProcessPool):
+                self._restart()
+
+    def _collect_all_lost(self) -> None:
+        finished, _ = wait(self.pending, return_when=ALL_COMPLETED)  # a broken pool fails the rest at once
+        for future in finished:
+            batch = self.pending.pop(future)
+            if future.exception() is None:
+                self.done(future.result())
+            else:
+                self.lost += batch
+
+    def _restart(self) -> None:
+        self.pool.restart()
+        self.summary.worker_restarts += 1
+
+
+def _lost_row(raw: RawRow, error: BaseException) -> RowResult:
+    where = f"row {raw.index}" + (f" (line {raw.line})" if raw.line is not None else "")
+    if isinstance(error, BrokenProcessPool):
+        rule = "audit-worker-died"
+        detail = (f"[{rule}] {where}: the worker process encoding this row died, and died again when the row was "
+                  "retried alone (killed, out of memory, or a crash in native code); the row was not encoded")
+    else:
+        rule = "audit-worker-error"
+        detail = f"[{rule}] {where}: its result could not come back from the worker: {type(error).__name__}: {error}"
+    return RowResult(raw.index, raw.line, rule, detail[:MAX_DETAIL])
+
+
+def _run_parallel(source: ModelSource, tokenizer: str | None, settings: AuditSettings,
+                  batches: Iterable[list[RawRow]], workers: int, done: Callable[[list[RowResult]], None],
+                  summary: AuditSummary) -> None:
     global _WORKER
     _WORKER = (source, settings)  # inherited by forked workers: no reload
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(source.spec, tokenizer, settings)) as pool:
-        pending: set[Future] = set()
-        for batch in batches:
-            pending.add(pool.submit(_run_batch, batch))
-            if len(pending) >= workers * 4:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    done(future.result())
-        for future in wait(pending).done:
-            done(future.result())
+    pool = _Pool(workers, (source.spec, tokenizer, settings))
+    try:
+        _Parallel(pool, done, summary).run(batches)
+    except BaseException:
+        pool.kill()  # interrupted: the workers go now, with the main process
+        raise
+    pool.close()
 
 
 def run_audit(source: ModelSource, path: str, settings: AuditSettings, *, workers: int = 1,
               tokenizer: str | None = None, on_rows: Callable[[int], None] | None = None) -> AuditSummary:
-    """Encode every row of ``path``; ``on_rows(n)`` is called as rows complete (for a progress bar)."""
+    """Encode every row of ``path``; ``on_rows(n)`` is called as rows complete (for a progress bar).
+
+    Stops early, with ``summary.interrupted`` set and the workers gone, on ``AuditInterrupted`` or
+    ``KeyboardInterrupt``."""
     summary = AuditSummary(max_length=settings.max_length)
     start = time.perf_counter()
 
@@ -255,11 +452,18 @@ def run_audit(source: ModelSource, path: str, settings: AuditSettings, *, worker
         if on_rows is not None:
             on_rows(len(results))
 
-    batches = _batched(iter_rows(path), BATCH_ROWS)
-    if workers <= 1:
-        for batch in batches:
-            done([encode_row(source, settings, row) for row in batch])
-    else:
-        _run_parallel(source, tokenizer, settings, batches, workers, done)
+    counts: Counter = Counter()
+    batches = _batched(iter_raw(path, counts), BATCH_ROWS)
+    try:
+        if workers <= 1:
+            for batch in batches:
+                done([audit_raw(source, settings, raw) for raw in batch])
+        else:
+            _run_parallel(source, tokenizer, settings, batches, workers, done, summary)
+    except AuditInterrupted as exc:
+        summary.interrupted = exc.signal_name
+    except KeyboardInterrupt:
+        summary.interrupted = "SIGINT"
+    summary.blank_lines = counts["blank_lines"]
     summary.seconds = time.perf_counter() - start
     return summary

@@ -1,8 +1,10 @@
 """Self-contained HTML pages (inline CSS and JS, no network assets) for ``inspect`` and ``doctor``.
 
 Token markup, relied on by the browser test and by anyone scripting the page:
-``<span class="tok [trained turn-K]" data-pos data-id [data-turn]><span class="txt">…</span><sub>ID</sub></span>``
-inside ``<div class="tokens" data-sample="N">``. Only trained tokens get a background colour.
+``<span class="tok [trained turn-K] [weighted] [zero]" data-pos data-id [data-turn] [data-weight]><span
+class="txt">…</span><sub>ID</sub>[<sup>×W</sup>]</span>`` inside ``<div class="tokens" data-sample="N">``. Only
+trained tokens get a background colour; ``data-weight`` is there when a loss scale was asked for, ``<sup>`` when
+the weight is not what the label says (1 trained, 0 not), ``zero`` marks a label weighted 0 (struck through).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from .. import __version__
 from .battery import FEATURES
 from .inspection import InspectView, PromptView, TokenView
 from .report import DoctorReport
-from .terminal import DERIVED_NOTE, TURN_COLOURS, merge_modes, message_line, show, visible
+from .terminal import DERIVED_NOTE, TURN_COLOURS, WEIGHT_NOTE, merge_modes, message_line, show, visible
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em; color: #1d1d1f; background: #fff; }
@@ -27,6 +29,8 @@ table.meta td { padding: 1px 12px 1px 0; vertical-align: top; }
 .tok { display: inline-block; border-radius: 2px; padding: 0 1px; }
 .tok sub { font-size: 9px; color: #8a8a8e; margin-left: 1px; }
 .tok:hover { outline: 1px solid #555; }
+.tok sup { font-size: 9px; color: #a0008c; font-weight: bold; margin-left: 1px; }
+.tok.zero .txt { text-decoration: line-through; opacity: .6; }
 .legend span { padding: 1px 6px; border-radius: 3px; margin-right: 6px; }
 .pair { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; align-items: start; }
 .pair h3 { font-size: .95em; margin: .2em 0; }
@@ -56,10 +60,16 @@ def _meta(rows: list[tuple[str, str]]) -> str:
 # ------------------------------------------------------------------ inspect
 def token_html(token: TokenView) -> str:
     classes = "tok" + (f" trained turn-{token.turn}" if token.trained else "")
+    classes += " weighted" if token.unusual_weight else ""
+    classes += " zero" if token.trained and token.weight == 0 else ""
     turn = f' data-turn="{token.turn}"' if token.trained else ""
-    return (f'<span class="{classes}" data-pos="{token.position}" data-id="{token.id}"{turn} '
-            f'title="id {token.id} · position {token.position}"><span class="txt">{escape(visible(token.text))}</span>'
-            f"<sub>{token.id}</sub></span>" + ("\n" if "\n" in token.text else ""))
+    weight = "" if token.weight is None else f' data-weight="{token.weight:g}"'
+    title = f"id {token.id} · position {token.position}"
+    title += "" if token.weight is None else f" · weight {token.weight:g}"
+    sup = f"<sup>×{token.weight:g}</sup>" if token.unusual_weight else ""
+    return (f'<span class="{classes}" data-pos="{token.position}" data-id="{token.id}"{turn}{weight} '
+            f'title="{title}"><span class="txt">{escape(visible(token.text))}</span>'
+            f"<sub>{token.id}</sub>{sup}</span>" + ("\n" if "\n" in token.text else ""))
 
 
 def _tokens_html(tokens: list[TokenView], **data: Any) -> str:
@@ -102,9 +112,12 @@ def inspect_page(view: InspectView) -> str:
                     f"emitted-token ratio {stats.emitted_ratio:.2f}"),
         ("trained turns", f'<span class="legend">{legend}</span>'),
         ("options", escape(json.dumps(view.options))),
+        *([("loss weights", escape(f"{view.loss_weights} · {WEIGHT_NOTE}"))] if view.loss_weights is not None else []),
     ])
     samples = "".join(
-        f"<h2>sample {s.index}: {len(s.tokens)} tokens, {s.num_labels} trained</h2>"
+        f"<h2>sample {s.index}: {len(s.tokens)} tokens, {s.num_labels} trained"
+        + ("" if view.loss_weights is None else f", total weight {sum(t.weight or 0.0 for t in s.tokens):g}")
+        + "</h2>"
         + _tokens_html(s.tokens, sample=s.index, labels=s.num_labels) for s in view.samples)
     options = "".join(f'<option value="{t}"{" selected" if t == view.chosen_turn else ""}>message {t}</option>'
                       for t in turns)

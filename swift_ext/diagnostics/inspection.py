@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import get_encoder
-from ..messages import parse_messages
 from ..types import IGNORE_INDEX, EncodeStats, Sample, TurnSpan
 from ..verify import verify
-from .options import EncodeOptions
+from ..weights import LossWeights, last_queries
+from .options import CommandOptions
 from .rows import Row
 from .source import ModelSource
 
@@ -27,10 +27,17 @@ class TokenView:
     text: str
     turn: int | None = None
     """Message index of the turn this token is a label of; None when not trained."""
+    weight: float | None = None
+    """The token's loss weight when a loss scale was asked for (``--loss-scale`` / ``--span-weights``)."""
 
     @property
     def trained(self) -> bool:
         return self.turn is not None
+
+    @property
+    def unusual_weight(self) -> bool:
+        """A weight other than what the labels alone say (1 on a label, 0 elsewhere): worth showing."""
+        return self.weight is not None and self.weight != (1.0 if self.trained else 0.0)
 
 
 @dataclass
@@ -70,6 +77,8 @@ class InspectView:
     stats: EncodeStats
     options: dict[str, Any] = field(default_factory=dict)
     derived_tokenizer: bool = False
+    loss_weights: str | None = None
+    """The loss scale the token weights are of (None: no weights asked for)."""
 
     def prompt_for(self, message_index: int) -> PromptView:
         return next(p for p in self.prompts if p.message_index == message_index)
@@ -90,26 +99,34 @@ class InspectView:
 
 
 def token_views(decode: Any, ids: list[int], labels: list[int] | None = None,
-                turns: list[TurnSpan] = ()) -> list[TokenView]:
-    """One view per token; a labelled token records the turn it belongs to."""
+                turns: list[TurnSpan] = (), weights: list[float] | None = None) -> list[TokenView]:
+    """One view per token; a labelled token records the turn it belongs to, and its weight when asked for."""
     owner = {k: span.message_index for span in turns for k in range(span.label_start, span.label_end)}
     views = []
     for k, token_id in enumerate(ids):
         trained = labels is not None and labels[k] != IGNORE_INDEX
-        views.append(TokenView(k, token_id, decode([token_id]), owner.get(k, -1) if trained else None))
+        views.append(TokenView(k, token_id, decode([token_id]), owner.get(k, -1) if trained else None,
+                               None if weights is None else weights[k]))
     return views
 
 
-def build_view(source: ModelSource, row: Row, options: EncodeOptions, turn: int | None = None) -> InspectView:
-    """Encode and verify ``row``, and pair each trained turn with its independently built inference prompt."""
-    encoder = get_encoder(source.tokenizer, family=options.family, **source.encoder_kwargs())
+def build_view(source: ModelSource, row: Row, options: CommandOptions, turn: int | None = None,
+               weights: LossWeights | None = None) -> InspectView:
+    """Encode and verify ``row``, and pair each trained turn with its independently built inference prompt;
+    ``weights``: the loss weight of every token under that loss scale."""
+    encoder = get_encoder(source.tokenizer, **source.encoder_kwargs(), **options.encoder_kwargs())
     stats = EncodeStats()
     samples = encoder.encode(row.messages, row.tools, options.chat_template_kwargs, conversation_index=row.index,
-                             stats=stats, **options.encode_kwargs())
-    verify(source.tokenizer, row.messages, samples, row.tools, options.chat_template_kwargs, family=options.family,
-           history_reasoning=options.history_reasoning, conversation_index=row.index, **source.encoder_kwargs())
+                             stats=stats, options=options.policies)
+    verify(source.tokenizer, row.messages, samples, row.tools, options.chat_template_kwargs,
+           options=options.policies, conversation_index=row.index, **source.encoder_kwargs(),
+           **options.encoder_kwargs())
     decode = encoder.tokens.decode
-    views = [SampleView(n, token_views(decode, s.input_ids, s.labels, s.turns), s.turns) for n, s in enumerate(samples)]
+    queries = last_queries(row.messages)
+    views = [SampleView(n, token_views(decode, s.input_ids, s.labels, s.turns,
+                                       None if weights is None else weights.sample(s, encoder.tokens.offsets,
+                                                                                   queries=queries)), s.turns)
+             for n, s in enumerate(samples)]
     prompts = [_prompt_view(encoder, source, row, options, n, sample, span)
                for n, sample in enumerate(samples) for span in sample.turns]
     chosen = turn if turn is not None else prompts[-1].message_index
@@ -117,10 +134,11 @@ def build_view(source: ModelSource, row: Row, options: EncodeOptions, turn: int 
         trained = ", ".join(str(p.message_index) for p in prompts)
         raise ValueError(f"message {chosen} is not a trained turn of row {row.index} (trained: {trained})")
     return InspectView(source.label, encoder.family.name, encoder.family.parity_template, row.index, row.line,
-                       row.messages, views, prompts, chosen, stats, options.to_dict(), source.derived)
+                       row.messages, views, prompts, chosen, stats, options.to_dict(), source.derived,
+                       None if weights is None else weights.name)
 
 
-def _prompt_view(encoder: Any, source: ModelSource, row: Row, options: EncodeOptions, number: int,
+def _prompt_view(encoder: Any, source: ModelSource, row: Row, options: CommandOptions, number: int,
                  sample: Sample, span: TurnSpan) -> PromptView:
     text, rendered_by = _inference_prompt(encoder, source, row, options, span.message_index)
     prompt_ids = encoder.tokens.encode_whole(text)
@@ -134,18 +152,18 @@ def _prompt_view(encoder: Any, source: ModelSource, row: Row, options: EncodeOpt
     )
 
 
-def _inference_prompt(encoder: Any, source: ModelSource, row: Row, options: EncodeOptions,
+def _inference_prompt(encoder: Any, source: ModelSource, row: Row, options: CommandOptions,
                       upto: int) -> tuple[str, str]:
     """The generation prompt as a server renders it: transformers' ``apply_chat_template``.
 
     Falls back to swift_ext's renderer (tested against it) only when transformers
     cannot render the template itself.
     """
-    kwargs = encoder.template_kwargs(options.chat_template_kwargs, options.history_reasoning)
-    dicts = [encoder.template_message(m) for m in parse_messages(row.messages)]
+    conversation = encoder.conversation(row.messages, row.tools, options.chat_template_kwargs, options.policies)
     try:
-        text = source.tokenizer.apply_chat_template(dicts[:upto], tools=row.tools, add_generation_prompt=True,
-                                                    tokenize=False, chat_template=source.chat_template, **kwargs)
+        text = source.tokenizer.apply_chat_template(conversation.dicts[:upto], tools=conversation.tools,
+                                                    add_generation_prompt=True, tokenize=False,
+                                                    chat_template=source.chat_template, **conversation.kwargs)
         return text, "transformers apply_chat_template"
     except Exception:  # transformers' own jinja setup rejected the template; the core's renderer did not
-        return encoder.render(dicts, row.tools, kwargs, add_generation_prompt=True, upto=upto), "swift_ext renderer"
+        return conversation.generation_prompt(upto), "swift_ext renderer"

@@ -21,7 +21,6 @@ from typing import Any
 from ..core import Encoder
 from ..errors import TemplateRenderError
 from ..families import Family
-from ..messages import parse_messages
 from ..text import common_prefix_len
 from ..types import Sample
 from .battery import CORE_FEATURES, Case, Mode
@@ -59,27 +58,25 @@ def is_empty_turn(message: dict[str, Any]) -> bool:
 
 # ------------------------------------------------------------------ rendering
 class CaseRenders:
-    """Memoised renders of one case under one mode; ``None`` where the template raises."""
+    """The renders of one case under one mode (a ``Conversation``); ``None`` where the template raises.
+
+    The case's messages reach the template as ``encode`` hands them over; ``dicts`` renders another form of them
+    (the tool-argument probe)."""
 
     def __init__(self, encoder: Encoder, case: Case, mode: Mode) -> None:
         self.encoder, self.case, self.mode = encoder, case, mode
-        self.dicts = [encoder.template_message(m) for m in parse_messages(case.messages)]
-        self._cache: dict[tuple[int, bool], str | None] = {}
+        self.conversation = encoder.conversation(case.messages, case.tools, mode.kwargs, require_assistant=False)
+        self.dicts = self.conversation.dicts
 
     def render(self, upto: int, generation_prompt: bool = False, dicts: list | None = None) -> str | None:
-        key = (upto, generation_prompt)
-        if dicts is None and key in self._cache:
-            return self._cache[key]
+        conversation = self.conversation
+        for j, message in enumerate(dicts or ()):
+            if message is not conversation.dicts[j]:
+                conversation = conversation.with_message(j, message)
         try:
-            text = self.encoder.renderer.render(
-                (dicts or self.dicts)[:upto], tools=self.case.tools, add_generation_prompt=generation_prompt,
-                kwargs=self.mode.kwargs,
-            )
+            return conversation.render(upto, add_generation_prompt=generation_prompt)
         except TemplateRenderError:
-            text = None
-        if dicts is None:
-            self._cache[key] = text
-        return text
+            return None
 
     @property
     def full(self) -> str | None:

@@ -34,9 +34,9 @@ __all__ = [
 
 def parity_template_names() -> list[str]:
     """``<family>_parity`` for every family description, then ``hf_parity``."""
-    from swift_ext.families import list_families
+    from swift_ext.families import GENERIC, list_families
 
-    return [family.parity_template for family in list_families()] + ["hf_parity"]
+    return [family.parity_template for family in list_families()] + [GENERIC.parity_template]
 
 
 @functools.lru_cache(maxsize=1)

@@ -23,6 +23,9 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import UnknownFamilyError
+from ..families import GENERIC, parity_template_of
+
 USAGE = """\
 usage: swift-ext lf COMMAND CONFIG.(yaml|json) [key=value ...]
 
@@ -85,7 +88,7 @@ def split_config(config: dict[str, Any]):
                     f"{key} is LLaMA-Factory's switch for its slot templates; parity templates render the model's "
                     f"own chat template: use {instead}"
                 )
-        if options.family and template != "hf_parity" and options.family + "_parity" != template:
+        if options.family and template != GENERIC.parity_template and _parity_template(options.family) != template:
             raise UsageError(f"swift_ext.family={options.family!r} contradicts template: {template}")
     elif section:
         raise UsageError(f"the {SECTION} section applies to parity templates only, and template is {template!r}")
@@ -116,6 +119,21 @@ def _prepare_torchrun_env() -> None:
             os.environ["NPROC_PER_NODE"] = "1"
 
 
+INSTALL = ('pip install torch==2.13.0 && pip install -c constraints.txt -e ".[test,llamafactory]" '
+           "&& pip uninstall -y torchvision torchaudio")
+"""README, "LLaMA-Factory 0.9.5": its pins conflict with ms-swift's, so it gets an environment of its own."""
+
+
+def _require_llamafactory() -> None:
+    """One line saying how to install LLaMA-Factory, instead of the ModuleNotFoundError its config reader raises."""
+    import importlib.util
+
+    for module in ("llamafactory", "omegaconf"):
+        if importlib.util.find_spec(module) is None:
+            raise UsageError(f"LLaMA-Factory is not installed in this environment (no module {module!r}); it needs "
+                             f"an environment of its own, from a clone of swift-ext: {INSTALL}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``swift-ext lf``: ``argv`` is what follows ``lf`` (``["train", "cfg.yaml", ...]``). Returns an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -127,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command not in COMMANDS:
             raise UsageError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+        _require_llamafactory()
         for var, why in (("USE_V1", "LLaMA-Factory v1 has its own renderer"),
                          ("USE_RAY", "Ray workers do not run swift_ext's registration")):
             if os.environ.get(var, "0").lower() in ("1", "true", "y"):
@@ -182,3 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _parity_template(family: str) -> str:
+    try:
+        return parity_template_of(family)
+    except UnknownFamilyError as exc:
+        raise UsageError(f"swift_ext.family: {exc.detail}") from None

@@ -14,22 +14,32 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..errors import ParityError
+from ..options import EncodeOptions
+from ..weights import kind_weights
+
 ENV_VAR = "SWIFT_EXT_LF_OPTIONS"
 
 TRUNCATION_MODES = ("turns", "drop", "error")
 ON_ERROR_MODES = ("raise", "skip")
 
 
+POLICY_KEYS = tuple(f.name for f in fields(EncodeOptions))
+"""The core's policies, written flat in the YAML section (``reasoning_policy: drop``)."""
+
+
 @dataclass(frozen=True)
 class ParityOptions:
-    """What ``swift_ext.encode`` is called with, plus how LLaMA-Factory's ``cutoff_len`` is honoured."""
+    """What ``swift_ext.encode`` is called with (the core's ``EncodeOptions`` and what selects the encoder), plus
+    how LLaMA-Factory's ``cutoff_len`` and a rejected conversation are handled."""
 
+    policies: EncodeOptions = field(default_factory=EncodeOptions)
+    """``reasoning_policy``, ``history_reasoning``, ``train_turns``, ``arguments_policy`` (flat keys in the YAML;
+    ``train_turns`` is set by LLaMA-Factory's ``mask_history``)."""
     family: str | None = None
     """Family for ``hf_parity`` (``<family>_parity`` names it already); None: detect from the template."""
     strict: bool = False
     """Raise when no family description recognises the template (``hf_parity`` only)."""
-    reasoning_policy: str = "error"
-    history_reasoning: str = "template"
     stop_strings: tuple[str, ...] | None = None
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     truncation: str = "turns"
@@ -37,6 +47,10 @@ class ParityOptions:
     sample when not even the first fits), ``drop`` drops the sample, ``error`` raises."""
     on_error: str = "raise"
     """A conversation the core rejects: ``raise`` stops, ``skip`` leaves it out and counts it."""
+    span_weights: dict[str, float] | None = None
+    """Parts of each completion not to train (``swift_ext.spans`` kinds: reasoning, empty_reasoning, answer,
+    tool_call, stop, other), e.g. ``{empty_reasoning: 0}``. LLaMA-Factory has no per-token weights, so a kind is
+    masked (0) or trained (1); a token that straddles two kinds is trained when either is."""
 
     def __post_init__(self) -> None:
         if self.truncation not in TRUNCATION_MODES:
@@ -51,18 +65,41 @@ class ParityOptions:
                 raise ValueError("swift_ext.stop_strings must be a list of non-empty strings")
             object.__setattr__(self, "stop_strings", stops)
         object.__setattr__(self, "chat_template_kwargs", dict(self.chat_template_kwargs))
+        if self.span_weights is not None:
+            given = self.span_weights
+            weights = kind_weights(given, source="swift_ext.span_weights")  # PolicyError: unknown kind, not a number
+            odd = {k: v for k, v in dict(given).items() if weights[k] not in (0.0, 1.0)}
+            if odd:
+                raise ValueError(f"swift_ext.span_weights {odd}: LLaMA-Factory has no per-token loss weights, so a "
+                                 "kind can only be masked (0) or trained (1); use ms-swift's --loss_scale "
+                                 "parity_spans for other weights")
+            object.__setattr__(self, "span_weights", {k: weights[k] for k in given})
+
+    @property
+    def reasoning_policy(self) -> str:
+        return self.policies.reasoning_policy.value
+
+    @property
+    def history_reasoning(self) -> str:
+        return self.policies.history_reasoning.value
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> ParityOptions:
         data = dict(data or {})
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"policies"} | set(POLICY_KEYS) - {"train_turns"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown key(s) in the swift_ext section: {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        try:
+            policies = EncodeOptions(**{key: data.pop(key) for key in POLICY_KEYS if key in data})
+        except ParityError as exc:
+            raise ValueError(f"swift_ext.{exc.detail}") from None
+        return cls(policies=policies, **data)
 
     def to_json(self) -> str:
         data = asdict(self)
+        data.update(self.policies.as_kwargs())
+        del data["policies"], data["train_turns"]
         if data["stop_strings"] is not None:
             data["stop_strings"] = list(data["stop_strings"])
         return json.dumps(data, sort_keys=True)

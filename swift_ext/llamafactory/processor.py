@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swift_ext.errors import ParityError
+from swift_ext.samples import truncate
 from swift_ext.types import EncodeStats, Sample
 
 from ._compat import ensure_torchaudio
@@ -113,7 +114,8 @@ class ParityDatasetConverter(DatasetConverter):
 
 # ------------------------------------------------------------------------------------ truncation
 def truncate_sample(sample: Sample, cutoff_len: int, mode: str) -> tuple[Sample | None, int]:
-    """Fit a sample into ``cutoff_len`` without breaking a turn. Returns (sample or None, turns dropped)."""
+    """Fit a sample into ``cutoff_len`` without breaking a turn (``samples.truncate``: ``turns`` keeps the whole
+    turns that fit, ``drop`` deletes the sample). Returns (sample or None, turns not trained)."""
     if len(sample) <= cutoff_len:
         return sample, 0
     if mode == "error":
@@ -123,11 +125,11 @@ def truncate_sample(sample: Sample, cutoff_len: int, mode: str) -> tuple[Sample 
             "(keep the whole turns that fit) or 'drop'",
             rule="lf-cutoff-len",
         )
-    kept = [t for t in sample.turns if t.label_end <= cutoff_len] if mode == "turns" else []
-    if not kept:
+    cut = truncate(sample, [0.0] * len(sample), cutoff_len, "turns" if mode == "turns" else "delete")
+    if not cut.pieces:
         return None, len(sample.turns)
-    end = kept[-1].label_end
-    return Sample(sample.input_ids[:end], sample.labels[:end], kept), len(sample.turns) - len(kept)
+    fitted = cut.pieces[0].sample
+    return fitted, len(sample.turns) - len(fitted.turns)
 
 
 # ------------------------------------------------------------------------------------ processors
@@ -189,6 +191,11 @@ class _ParityRows:
                         len(sample), self.data_args.cutoff_len, options.truncation,
                     )
                     continue
+                if not fitted.num_labels:  # swift_ext.span_weights masked every token it would train
+                    counts["masked_samples"] = counts.get("masked_samples", 0) + 1
+                    logger.warning("swift_ext: dropped a sample with nothing left to train after span_weights %s",
+                                   options.span_weights)
+                    continue
                 if dropped_turns:
                     logger.warning(
                         "swift_ext: cut a sample of %d tokens to %d at a turn boundary (cutoff_len=%d): %d turn(s) "
@@ -243,6 +250,8 @@ class _ParityRows:
                 f"{stats.trained_turns} trained turns ({stats.spliced_turns} spliced), emitted/full-render token "
                 f"ratio {stats.emitted_ratio:.3f}; skipped {counts.get('skipped', 0)} conversations, dropped "
                 f"{counts.get('dropped_samples', 0)} samples and {counts.get('dropped_turns', 0)} turns for cutoff_len"
+                + (f", {counts['masked_samples']} samples left with nothing to train by span_weights"
+                   if counts.get("masked_samples") else "")
             )
 
 

@@ -25,8 +25,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import swift_ext
+from swift_ext.core import get_encoder
 from swift_ext.errors import InputError, ParityError
+from swift_ext.families import GENERIC, parity_template_of
+from swift_ext.messages import REASONING_ALIASES
+from swift_ext.options import EncodeOptions
 from swift_ext.types import IGNORE_INDEX, EncodeStats, Sample
+from swift_ext.weights import LossWeights, kind_weights, masked
 
 from ._compat import ensure_torchaudio
 from .options import ParityOptions, current_options
@@ -38,7 +43,7 @@ from llamafactory.data.template import Template  # noqa: E402
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizer
 
-HF_PARITY = "hf_parity"
+HF_PARITY = GENERIC.parity_template
 PAYLOAD_PREFIX = "[swift_ext conversation v1]"
 """Start of the single ``_prompt`` message by which the parity dataset converter hands a
 conversation through LLaMA-Factory's aligned format unchanged (JSON after the prefix)."""
@@ -122,7 +127,7 @@ def _function_message(content: str) -> dict[str, Any]:
 
 def _is_empty(message: Mapping[str, Any]) -> bool:
     return not message.get("content") and not message.get("tool_calls") and not any(
-        message.get(k) for k in ("reasoning_content", "thinking", "reasoning")
+        message.get(k) for k in REASONING_ALIASES
     )
 
 
@@ -191,14 +196,12 @@ class ParityTemplate(Template):
             if options.family not in (None, self.parity_family):
                 raise ValueError(
                     f"template {self.parity_name!r} is the {self.parity_family!r} family, but swift_ext.family says "
-                    f"{options.family!r}: use template: {options.family}_parity or hf_parity"
+                    f"{options.family!r}: use template: {parity_template_of(options.family)} or hf_parity"
                 )
             return self.parity_family
         return options.family
 
     def encoder(self, tokenizer: PreTrainedTokenizer, options: ParityOptions | None = None):
-        from swift_ext.core import get_encoder
-
         options = options or current_options()
         return get_encoder(
             tokenizer, family=self.family_for(options), strict=options.strict, stop_strings=options.stop_strings
@@ -225,20 +228,23 @@ class ParityTemplate(Template):
 
     def _encode(self, tokenizer, conversation, hf_tools, options, last_turn_only=False, conversation_index=None,
                 stats=None) -> list[Sample]:
-        return swift_ext.encode(
+        samples = swift_ext.encode(
             tokenizer,
             conversation,
             hf_tools,
             options.chat_template_kwargs or None,
             family=self.family_for(options),
             strict=options.strict,
-            reasoning_policy=options.reasoning_policy,
-            history_reasoning=options.history_reasoning,
             stop_strings=options.stop_strings,
-            train_turns="last" if last_turn_only else "all",
+            options=EncodeOptions.of(options.policies, train_turns="last" if last_turn_only else "all"),
             conversation_index=conversation_index,
             stats=stats,
         )
+        if options.span_weights is None:
+            return samples
+        weights = LossWeights(kinds=kind_weights(options.span_weights), name="swift_ext.span_weights")
+        offsets = self.encoder(tokenizer, options).tokens.offsets
+        return [masked(sample, weights.sample(sample, offsets)) for sample in samples]
 
     def encode_sample_pairs(
         self,
@@ -314,15 +320,10 @@ class ParityTemplate(Template):
         return self._generation_prompt(tokenizer, conversation, hf_tools, options or current_options())
 
     def _generation_prompt(self, tokenizer, conversation, hf_tools, options) -> list[int]:
-        from swift_ext.messages import parse_messages
-
         encoder = self.encoder(tokenizer, options)
-        # parse_messages wants an assistant turn to train; a placeholder one is parsed and left out.
-        parsed = parse_messages([*conversation, {"role": "assistant", "content": "."}])[:-1]
-        dicts = [encoder.template_message(m) for m in parsed]
-        kwargs = encoder.template_kwargs(options.chat_template_kwargs, options.history_reasoning)
-        text = encoder.render(dicts, hf_tools, kwargs, add_generation_prompt=True, upto=len(dicts))
-        return encoder.tokens.encode(text)
+        prompt = encoder.conversation(conversation, hf_tools, options.chat_template_kwargs, options.policies,
+                                      require_assistant=False)
+        return prompt.prompt_ids(len(prompt.dicts))
 
     def get_stop_token_ids(self, tokenizer: PreTrainedTokenizer) -> list[int]:
         """The eos token and every stop string of the family that is one token."""

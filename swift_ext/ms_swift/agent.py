@@ -27,6 +27,7 @@ from swift.agent_template import agent_template_map
 from swift.agent_template.base import BaseAgentTemplate
 from swift.infer_engine import Function
 
+from ..families import parity_name
 from ..render import compile_template
 
 PARSERS = ("hermes", "xml", "glm", "deepseek_v3_1", "gpt_oss")
@@ -240,7 +241,7 @@ class ParityAgentTemplate(BaseAgentTemplate):
 
 
 def parity_agent_template_name(family: str) -> str:
-    return f"{family}_parity"
+    return parity_name(family)
 
 
 def make_agent_template_class(family: str) -> type | None:

@@ -12,42 +12,35 @@ dataset, including ``--dataset file.jsonl``) so that, while a parity template is
   lazy (``--lazy_tokenize true``) and pre-tokenized datasets both keep every sample, and a sample that lost
   all its labels to ``--max_length`` never becomes a row.
 
-Both columns are added to ``RowPreprocessor.standard_keys`` so ms-swift keeps them. Nothing changes while no
-parity template is training (ms-swift's behaviour is then untouched). Rows with no assistant turn (the prompts of
-a GRPO / GKD dataset: ms-swift puts the template in ``train`` mode for those too) and rows whose assistant turns are
-token ids are never expanded.
+A third column, ``swift_ext_row``, names each row of a dataset file (``row 12 (line 14 of train.jsonl)``) so that
+an error the parity template raises for it says which row it is (ms-swift logs the traceback of a failing row
+without its index). The columns are added to ``RowPreprocessor.standard_keys`` so ms-swift keeps them. Nothing
+changes while no parity template is training (ms-swift's behaviour is then untouched). Rows with no assistant
+turn (the prompts of a GRPO / GKD dataset: ms-swift puts the template in ``train`` mode for those too) and rows
+whose assistant turns are token ids are never expanded.
+
+This module and ``template.py`` do not import each other: the columns are their contract (``columns.py``), the
+template in train mode is found through ``state.active_training_template``, and the template's public
+``parity_probe_inputs`` / ``parity_samples`` do the encoding.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from swift.dataset.preprocessor import MessagesPreprocessor, RowPreprocessor
 from swift.utils import get_logger
 
-from ..rollout_swift import has_token_id_content
-from .convert import SIDE_CHANNEL
-from .template import SAMPLE_COLUMN, active_training_template
+from . import state
+from .columns import COLUMNS, ROW_COLUMN, SAMPLE_COLUMN, SIDE_CHANNEL
+from .grpo import has_token_id_content
+from .side_channel import needs_side_channel, side_channel_text
+from .state import active_training_template
 
 logger = get_logger()
 
-_SWIFT_KEYS = {"role", "content", "loss", "loss_scale"}
-_counts = {"rows": 0, "samples": 0, "dropped_rows": 0}
-
-
-def needs_side_channel(messages: Any) -> bool:
-    if not isinstance(messages, list):
-        return False
-    for m in messages:
-        if not isinstance(m, dict) or "role" not in m:
-            return False  # sharegpt or another form: ms-swift's conversion is the only one
-    for m in messages:
-        extra = set(m) - _SWIFT_KEYS - ({"name"} if m.get("role") in ("tool", "tool_response") else set())
-        if any(m.get(k) is not None for k in extra):
-            return True
-    return False
+__all__ = ["counts", "install", "needs_side_channel"]
 
 
 def _has_turn_to_expand(messages: Any) -> bool:
@@ -64,15 +57,16 @@ def _expand(template, row: dict[str, Any]) -> list[dict[str, Any]]:
     if not _has_turn_to_expand(row.get("messages")):
         return [row]
     probe = {k: v for k, v in row.items() if k != SAMPLE_COLUMN}
-    # A ParityError propagates: ms-swift reports the row and drops it (or stops, with --strict true).
-    samples = template.parity_samples(template._parity_probe_inputs(probe))
-    _counts["rows"] += 1
+    # A ParityError propagates, naming the row (ROW_COLUMN): ms-swift logs it and drops the row (or stops, with
+    # --strict true).
+    samples = template.parity_samples(template.parity_probe_inputs(probe))
+    state.count_data("rows")
     if not samples:
-        _counts["dropped_rows"] += 1
-        logger.warning("[swift-ext] a conversation lost every sample to --max_length and is not used "
-                       f"({_counts['dropped_rows']} so far)")
+        dropped = state.count_data("dropped_rows")
+        logger.warning(f"[swift-ext] a conversation lost every sample to --max_length and is not used "
+                       f"({dropped} so far)")
         return []
-    _counts["samples"] += len(samples)
+    state.count_data("samples", len(samples))
     if len(samples) == 1:
         return [row]
     return [{**row, SAMPLE_COLUMN: k} for k in range(len(samples))]
@@ -84,7 +78,7 @@ def install() -> None:
         return
     if os.environ.get("SWIFT_EXT_KEEP_MESSAGES", "1") == "0":
         return
-    for key in (SIDE_CHANNEL, SAMPLE_COLUMN):
+    for key in COLUMNS:
         if key not in RowPreprocessor.standard_keys:
             RowPreprocessor.standard_keys.append(key)
     # Cached preprocessing from before the hook would lack the new columns.
@@ -95,13 +89,7 @@ def install() -> None:
         template = active_training_template()
         if template is None:
             return original(self, row)
-        raw = row.get("messages")
-        side = None
-        if needs_side_channel(raw):
-            try:
-                side = json.dumps(raw, ensure_ascii=False)
-            except (TypeError, ValueError):
-                side = None
+        side = side_channel_text(row.get("messages"))
         result = original(self, row)
         if result is None:
             return None
@@ -116,8 +104,47 @@ def install() -> None:
     preprocess.__wrapped__ = original
     MessagesPreprocessor.preprocess = preprocess
     MessagesPreprocessor._swift_ext_installed = True
+    _name_file_rows()
+
+
+def _name_file_rows() -> None:
+    """Wrap the ``datasets.load_dataset`` call of ms-swift's loader for dataset files (``--dataset train.jsonl``):
+    while a parity template trains, each row gets ``ROW_COLUMN``, its index and, in JSON lines, its line."""
+    from swift.dataset import loader
+
+    load = loader.hf_load_dataset
+
+    def hf_load_dataset(file_type, *args, data_files=None, **kwargs):
+        dataset = load(file_type, *args, data_files=data_files, **kwargs)
+        if active_training_template() is None or not isinstance(data_files, str):
+            return dataset
+        lines = _line_numbers(data_files) if file_type == "json" else None
+        if lines is not None and hasattr(dataset, "__len__") and len(lines) != len(dataset):
+            lines = None  # not one row per line (a JSON array, a multi-line object): the line cannot be known
+
+        def where(index: int) -> str:
+            known = lines is not None and index < len(lines)
+            return f"row {index} ({f'line {lines[index]} of ' if known else ''}{data_files})"
+
+        if hasattr(dataset, "add_column"):
+            return dataset.add_column(ROW_COLUMN, [where(i) for i in range(len(dataset))])
+        return dataset.map(lambda row, i: {ROW_COLUMN: where(i)}, with_indices=True)  # streaming
+
+    loader.hf_load_dataset = hf_load_dataset
+
+
+def _line_numbers(path: str) -> list[int] | None:
+    """The line of each row of a JSON-lines file: ``datasets`` skips blank (whitespace-only) lines."""
+    try:
+        with open(path, "rb") as fh:
+            numbers = [n for n, line in enumerate(fh, 1) if line.strip()]
+            fh.seek(0)
+            array = fh.read(4096).lstrip().removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"[")
+    except OSError:
+        return None
+    return None if array else numbers
 
 
 def counts() -> dict[str, int]:
     """Rows seen, samples emitted and rows dropped by the expansion (this process)."""
-    return dict(_counts)
+    return state.data_counts()

@@ -7,9 +7,10 @@ from copy import deepcopy
 from swift.template import TEMPLATE_MAPPING, Template, TemplateMeta, register_template
 from swift.utils import get_logger
 
-from ..families import list_families
+from ..families import GENERIC, Family, list_families
 from .agent import register_agent_templates
-from .template import ParityTemplateMixin, TextOnlyVisionMixin
+from .template import ParityTemplateMixin
+from .vision import TextOnlyVisionMixin
 
 logger = get_logger()
 
@@ -17,12 +18,15 @@ logger = get_logger()
 _VISION_TEMPLATE_CLASSES = ("Qwen3_5Template", "Qwen3_8Template", "Qwen3VLTemplate", "Qwen2VLTemplate")
 
 
-def _parity_class(family: str, base: type) -> type:
+def _parity_class(family: Family, base: type) -> type:
+    """``<Family>ParityTemplate(ParityTemplateMixin, [TextOnlyVisionMixin,] base)``; the generic family's class
+    (``hf_parity``) names no family: it detects one from the tokenizer's template."""
     bases: tuple[type, ...] = (ParityTemplateMixin,)
     if any(cls.__name__ in _VISION_TEMPLATE_CLASSES for cls in base.__mro__):
         bases += (TextOnlyVisionMixin,)
-    name = "".join(part.title() for part in family.split("_")) + "ParityTemplate"
-    return type(name, (*bases, base), {"parity_family": family, "__module__": __name__})
+    name = "".join(part.title() for part in family.parity_template.split("_")) + "Template"
+    named = None if family is GENERIC else family.name
+    return type(name, (*bases, base), {"parity_family": named, "__module__": __name__})
 
 
 def _parity_meta(name: str, base_meta: TemplateMeta | None, cls: type, agent_template: str | None,
@@ -59,12 +63,12 @@ def register_parity_templates() -> list[str]:
             logger.warning(f"[swift-ext] ms-swift has no template {family.swift_template!r}; "
                            f"{name} uses the generic base class")
         base_cls = base_meta.template_cls if base_meta is not None else Template
-        cls = _parity_class(family.name, base_cls)
-        agent = f"{family.name}_parity" if f"{family.name}_parity" in agents else (
+        cls = _parity_class(family, base_cls)
+        agent = family.parity_template if family.parity_template in agents else (
             base_meta.agent_template if base_meta is not None else None)
         register_template(_parity_meta(name, base_meta, cls, agent, family.stop_strings), exist_ok=True)
         names.append(name)
-    generic = _parity_class("hf", Template)
-    register_template(_parity_meta("hf_parity", None, generic, None, ()), exist_ok=True)
-    names.append("hf_parity")
+    generic = _parity_class(GENERIC, Template)
+    register_template(_parity_meta(GENERIC.parity_template, None, generic, None, ()), exist_ok=True)
+    names.append(GENERIC.parity_template)
     return names

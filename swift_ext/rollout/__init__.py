@@ -1,7 +1,7 @@
 """Rollout records (sampled ids + logprobs per generated turn) -> training samples that line up by construction.
 
     from swift_ext.rollout import encode_rollout
-    result = encode_rollout(tokenizer, record, history_reasoning="keep")
+    result = encode_rollout(tokenizer, record, engine_history="keep")
     for sample in result.samples:
         sample.input_ids, sample.labels, sample.loss_mask, sample.logprobs
 
@@ -10,12 +10,17 @@ else is rendered by the chat template exactly as the engine rendered its prompt;
 the sampled ids only; ``logprobs`` has one value per labelled position. Any disagreement between the record and
 the template raises ``RolloutAlignmentError`` naming the turn, tokens consumed vs logprobs expected, the first
 differing token with context, and the likely cause. See ``docs/rollout.md``.
+
+``engine_history`` (``keep`` / ``strip``) says how the engine built its prompts; it was called
+``history_reasoning`` before, which is still accepted, but that name is the core's policy for a template's own
+keep-history switch (``swift_ext.encode(..., history_reasoning="keep")``), a different thing.
 """
 
 from .build import (
     RolloutEncoding,
     RolloutSample,
     RolloutTurnSpan,
+    detect_engine_history,
     detect_history_reasoning,
     encode_rollout,
     engine_prompts,
@@ -34,6 +39,7 @@ __all__ = [
     "RolloutRecord",
     "RolloutSample",
     "RolloutTurnSpan",
+    "detect_engine_history",
     "detect_history_reasoning",
     "encode_rollout",
     "engine_prompts",

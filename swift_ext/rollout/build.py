@@ -9,10 +9,11 @@ from typing import Any
 from ..core import Encoder, get_encoder
 from ..errors import ParityError, PolicyError
 from ..families import Family
-from ..types import IGNORE_INDEX
+from ..samples import SampleBuilder
+from ..text import first_token_difference
+from ..types import IGNORE_INDEX, Sample, TurnSpan
 from .diagnose import (
     alignment_error,
-    first_difference,
     is_insertion,
     reasoning_of,
     single_edit,
@@ -20,65 +21,15 @@ from .diagnose import (
     token_context,
     tool_call_texts,
 )
-from .prompts import PromptBuilder, normalize_policy, stop_length
+from .prompts import PromptBuilder, engine_history_of, normalize_policy, stop_length
 from .record import GeneratedTurn, MessageParser, RolloutRecord, ToolCallParser, parse_record
 
-
-@dataclass
-class RolloutTurnSpan:
-    """Where one generated turn sits in a sample: ``input_ids[label_start:label_end]`` are its sampled ids."""
-
-    message_index: int
-    turn: int
-    """0-based number among the record's generated turns."""
-    prompt_end: int
-    """Tokens before the turn: ``input_ids[:prompt_end]`` is exactly the prompt the engine was fed."""
-    label_start: int
-    label_end: int
-    logprob_start: int | None
-    """Index of the turn's first logprob in ``RolloutSample.logprobs`` (None: not trained / no logprobs)."""
-    trained: bool = True
-    canonical: bool | None = None
-    """Whether the sampled ids are the tokenizer's own tokenization of their text (None: not checked)."""
-
-
-@dataclass
-class RolloutSample:
-    """One training sequence built from a rollout.
-
-    ``labels`` is ``input_ids`` on the sampled positions of trained turns and ``-100`` elsewhere; ``loss_mask``
-    is 1 on the same positions; ``logprobs`` holds the rollout's logprobs of exactly those positions, in order
-    (``len(logprobs) == sum(loss_mask)``), or None when the record has none. ``logprobs[k]`` is the logprob the
-    engine gave the token at the k-th labelled position, i.e. ``log p(input_ids[t] | input_ids[:t])``.
-    """
-
-    input_ids: list[int]
-    labels: list[int]
-    loss_mask: list[int]
-    logprobs: list[float] | None
-    turns: list[RolloutTurnSpan]
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def num_labels(self) -> int:
-        return sum(self.loss_mask)
-
-    def position_logprobs(self, fill: float = 0.0) -> list[float]:
-        """Logprobs laid out over ``input_ids`` (``fill`` where nothing was sampled)."""
-        if self.logprobs is None:
-            raise ValueError("this sample has no logprobs (the record carried none)")
-        out = [fill] * len(self.input_ids)
-        values = iter(self.logprobs)
-        for t, m in enumerate(self.loss_mask):
-            if m:
-                out[t] = next(values)
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"input_ids": self.input_ids, "labels": self.labels, "loss_mask": self.loss_mask,
-                "logprobs": self.logprobs}
+RolloutSample = Sample
+"""A training sequence built from a rollout: a ``Sample`` whose ``logprobs`` are the engine's (the name is kept for
+code written against earlier versions)."""
+RolloutTurnSpan = TurnSpan
+"""Where one generated turn sits in a sample: a ``TurnSpan`` with ``ordinal`` (``turn``), ``logprob_start``,
+``trained`` and ``canonical`` set."""
 
 
 @dataclass
@@ -86,7 +37,8 @@ class RolloutEncoding:
     """What ``encode_rollout`` returns."""
 
     samples: list[RolloutSample]
-    history_reasoning: str
+    engine_history: str
+    """``"keep"`` or ``"strip"``: how the engine built each turn's prompt (see ``encode_rollout``)."""
     """The policy used: ``keep`` or ``strip``."""
     detected: bool
     """True when the policy was detected from the record rather than given."""
@@ -95,12 +47,18 @@ class RolloutEncoding:
     notes: list[str] = field(default_factory=list)
     """Non-fatal findings (non-canonical sampled ids, skipped checks, how the policy was decided)."""
 
+    @property
+    def history_reasoning(self) -> str:
+        """The earlier name of ``engine_history``."""
+        return self.engine_history
+
 
 # ----------------------------------------------------------------------------------------------- API
 def encode_rollout(
     tokenizer: Any,
     record: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     *,
+    engine_history: str | None = None,
     history_reasoning: str | None = None,
     tools: list[dict[str, Any]] | None = None,
     chat_template_kwargs: Mapping[str, Any] | None = None,
@@ -119,10 +77,12 @@ def encode_rollout(
         tokenizer: the Hugging Face tokenizer (and chat template) the engine used.
         record: ``{"messages": [...], "tools": ..., "chat_template_kwargs": ...}`` (see
             ``swift_ext.rollout.record``), or just the message list.
-        history_reasoning: ``"keep"`` (the engine kept the raw token history, reasoning included), ``"strip"``
-            (the engine re-rendered the conversation with the template each turn), or ``None``/``"auto"``: the
-            record's own ``history_reasoning``, else detected (an error when the two policies give different
-            prompts and the record carries no engine prompt to tell them apart).
+        engine_history: how the engine built each turn's prompt: ``"keep"`` (it kept the raw token history,
+            reasoning included), ``"strip"`` (it re-rendered the conversation with the template each turn), or
+            ``None``/``"auto"``: the record's own ``engine_history``, else detected (an error when the two give
+            different prompts and the record carries no engine prompt to tell them apart). Not the core's
+            ``history_reasoning`` (which of a template's own switches to use when rendering).
+        history_reasoning: the earlier name of ``engine_history``, still accepted.
         single_sequence: raise instead of starting a new sample where a turn's prompt does not extend the
             sample so far (what a trainer that wants one sequence per trajectory needs).
         check_text: check every generated turn's ids against the turn's text in the record.
@@ -140,13 +100,14 @@ def encode_rollout(
     """
     encoder = get_encoder(tokenizer, chat_template=chat_template, family=family, stop_strings=stop_strings)
     try:
-        return _encode(encoder, record, history_reasoning, tools, chat_template_kwargs, single_sequence,
+        return _encode(encoder, record, engine_history_of(engine_history, history_reasoning), tools,
+                       chat_template_kwargs, single_sequence,
                        check_text, (tool_call_parser, message_parser))
     except ParityError as exc:
         raise exc.with_conversation(conversation_index) from None
 
 
-def detect_history_reasoning(
+def detect_engine_history(
     tokenizer: Any,
     record: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     *,
@@ -166,22 +127,27 @@ def detect_history_reasoning(
     return _detect(builder)[0:2]
 
 
+detect_history_reasoning = detect_engine_history
+"""The earlier name of ``detect_engine_history``."""
+
+
 def engine_prompts(
     tokenizer: Any,
     record: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-    history_reasoning: str,
+    engine_history: str | None = None,
     *,
+    history_reasoning: str | None = None,
     tools: list[dict[str, Any]] | None = None,
     chat_template_kwargs: Mapping[str, Any] | None = None,
     chat_template: str | None = None,
     family: str | Family | None = None,
 ) -> list[list[int]]:
-    """The prompt ids the engine must have been fed for each generated turn under ``history_reasoning``."""
+    """The prompt ids the engine must have been fed for each generated turn under ``engine_history``."""
     encoder = get_encoder(tokenizer, chat_template=chat_template, family=family)
     rec = _parse(encoder, record, tools, chat_template_kwargs, None)
-    policy = normalize_policy(history_reasoning)
+    policy = normalize_policy(engine_history_of(engine_history, history_reasoning))
     if policy is None:
-        raise PolicyError("engine_prompts needs an explicit history_reasoning ('keep' or 'strip')",
+        raise PolicyError("engine_prompts needs an explicit engine_history ('keep' or 'strip')",
                           rule="rollout-policy")
     builder = _builder(encoder, rec)
     return builder.keep_prompts() if policy == "keep" else builder.strip_prompts()
@@ -192,6 +158,7 @@ def verify_rollout(
     record: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     samples: Sequence[Any],
     *,
+    engine_history: str | None = None,
     history_reasoning: str | None = None,
     tools: list[dict[str, Any]] | None = None,
     chat_template_kwargs: Mapping[str, Any] | None = None,
@@ -210,7 +177,7 @@ def verify_rollout(
     try:
         rec = _parse(encoder, record, tools, chat_template_kwargs, None)
         builder = _builder(encoder, rec)
-        policy = normalize_policy(history_reasoning or rec.history_reasoning)
+        policy = normalize_policy(engine_history_of(engine_history, history_reasoning) or rec.engine_history)
         if policy is None:
             policy, why, prompts = _detect(builder)
             if policy is None:
@@ -236,7 +203,7 @@ def _builder(encoder: Encoder, rec: RolloutRecord, kwargs: dict | None = None) -
                          {t.message_index: list(t.token_ids) for t in rec.turns})
 
 
-def _encode(encoder, record, history_reasoning, tools, chat_template_kwargs, single_sequence, check_text,
+def _encode(encoder, record, engine_history, tools, chat_template_kwargs, single_sequence, check_text,
             parsers) -> RolloutEncoding:
     rec = _parse(encoder, record, tools, chat_template_kwargs, parsers)
     builder = _builder(encoder, rec)
@@ -248,13 +215,13 @@ def _encode(encoder, record, history_reasoning, tools, chat_template_kwargs, sin
     for turn in rec.turns:
         if turn.message_index in expected:
             canonical[turn.message_index] = _check_text(builder, turn, expected[turn.message_index], notes)
-    policy = normalize_policy(history_reasoning or rec.history_reasoning)
+    policy = normalize_policy(engine_history or rec.engine_history)
     detected = policy is None
     if detected:
         policy, why, prompts = _detect(builder)
         if policy is None:
             raise PolicyError(why, rule="rollout-policy-ambiguous")
-        notes.append(f"history_reasoning={policy!r} detected: {why}")
+        notes.append(f"engine_history={policy!r} detected: {why}")
     else:
         prompts = builder.keep_prompts() if policy == "keep" else builder.strip_prompts()
     for turn, prompt in zip(rec.turns, prompts):
@@ -264,7 +231,7 @@ def _encode(encoder, record, history_reasoning, tools, chat_template_kwargs, sin
     return RolloutEncoding(samples, policy, detected, prompts, notes)
 
 
-def _assemble(builder: PromptBuilder, prompts, policy, single_sequence, canonical) -> list[RolloutSample]:
+def _assemble(builder: PromptBuilder, prompts, policy, single_sequence, canonical) -> list[Sample]:
     rec = builder.record
     has_logprobs = [t.logprobs is not None for t in rec.turns if t.train]
     if any(has_logprobs) and not all(has_logprobs):
@@ -273,36 +240,20 @@ def _assemble(builder: PromptBuilder, prompts, policy, single_sequence, canonica
             rule="rollout-logprobs-missing", turn=missing[0], message_index=None,
             headline=f"generated turns {missing} have no logprobs while others do: the logprobs could not be "
                      "aligned one to one with the labelled positions", cause=None)
-    with_logprobs = bool(has_logprobs) and all(has_logprobs)
-    samples: list[RolloutSample] = []
-    current: RolloutSample | None = None
+    samples = SampleBuilder(with_logprobs=bool(has_logprobs) and all(has_logprobs))
     for turn, prompt in zip(rec.turns, prompts):
-        if current is not None and prompt[: len(current.input_ids)] == current.input_ids:
-            extra = prompt[len(current.input_ids):]
-            current.input_ids.extend(extra)
-            current.labels.extend([IGNORE_INDEX] * len(extra))
-            current.loss_mask.extend([0] * len(extra))
-        else:
-            if current is not None and single_sequence:
+
+        def one_sequence_only(current: Sample, turn: GeneratedTurn = turn, prompt: list[int] = prompt) -> None:
+            if single_sequence:
                 raise _prefix_error(builder, current.input_ids, prompt, current.turns, turn, policy,
                                     rule="rollout-single-sequence", exact=False,
                                     what=f"turn #{turn.ordinal}'s engine prompt ({policy}) does not extend the "
                                          "trajectory built so far, so one sequence cannot hold every turn")
-            current = RolloutSample(list(prompt), [IGNORE_INDEX] * len(prompt), [0] * len(prompt),
-                                    [] if with_logprobs else None, [])
-            samples.append(current)
-        start = len(current.input_ids)
-        ids = list(turn.token_ids)
-        current.input_ids.extend(ids)
-        current.labels.extend(ids if turn.train else [IGNORE_INDEX] * len(ids))
-        current.loss_mask.extend([1 if turn.train else 0] * len(ids))
-        logprob_start = None
-        if turn.train and current.logprobs is not None:
-            logprob_start = len(current.logprobs)
-            current.logprobs.extend(turn.logprobs)
-        current.turns.append(RolloutTurnSpan(turn.message_index, turn.ordinal, start, start, start + len(ids),
-                                             logprob_start, turn.train, canonical.get(turn.message_index)))
-    return samples
+
+        span = TurnSpan(turn.message_index, 0, 0, 0, ordinal=turn.ordinal, trained=turn.train,
+                        canonical=canonical.get(turn.message_index))
+        samples.add(prompt, list(turn.token_ids), span, logprobs=turn.logprobs, on_new_sample=one_sequence_only)
+    return samples.samples
 
 
 # ---------------------------------------------------------------------------------------- policy
@@ -328,11 +279,11 @@ def _detect(builder: PromptBuilder) -> tuple[str | None, str, list[list[int]] | 
     first, k, s = differing[0]
     if not votes and any(t.prompt_token_ids is not None or t.prompt_tokens is not None for t, _, _ in differing):
         return (None, f"the engine's prompt evidence matches neither policy at turn #{first.ordinal} (message "
-                      f"{first.message_index}); pass history_reasoning explicitly to see the difference", None)
+                      f"{first.message_index}); pass engine_history explicitly to see the difference", None)
     return (None, f"ambiguous: 'keep' (raw history) and 'strip' (the template's rendering) give different prompts "
                   f"from turn #{first.ordinal} (message {first.message_index}: {len(k)} vs {len(s)} tokens) and "
                   "the record carries no prompt_token_ids / prompt_tokens to tell which the engine used; pass "
-                  "history_reasoning='keep' or 'strip'", None)
+                  "engine_history='keep' or 'strip'", None)
 
 
 def _other_prompt(builder: PromptBuilder, turn: GeneratedTurn, policy: str) -> list[int]:
@@ -369,12 +320,12 @@ def _check_evidence(builder: PromptBuilder, turn: GeneratedTurn, prompt: list[in
         actual = list(turn.prompt_token_ids)
         if actual == prompt:
             return
-        k = first_difference(actual, prompt)
+        k = first_token_difference(actual, prompt)
         cause, because = _prompt_cause(builder, turn, actual, prompt, policy, k)
         raise alignment_error(
             rule="rollout-engine-prompt", turn=turn.ordinal, message_index=turn.message_index, position=k,
             headline=f"rollout alignment failure for assistant {where}: the engine reports a prompt of "
-                     f"{len(actual)} tokens, the template under history_reasoning='{policy}' gives {len(prompt)}",
+                     f"{len(actual)} tokens, the template under engine_history='{policy}' gives {len(prompt)}",
             context=token_context(decode, actual, prompt, k, ("engine prompt", f"rebuilt ({policy})")),
             cause=cause, because=because)
     if turn.prompt_tokens is not None and turn.prompt_tokens != len(prompt):
@@ -389,7 +340,7 @@ def _check_evidence(builder: PromptBuilder, turn: GeneratedTurn, prompt: list[in
         raise alignment_error(
             rule="rollout-engine-prompt", turn=turn.ordinal, message_index=turn.message_index,
             headline=f"rollout alignment failure for assistant {where}: the engine reports a prompt of "
-                     f"{turn.prompt_tokens} tokens, the template under history_reasoning='{policy}' gives "
+                     f"{turn.prompt_tokens} tokens, the template under engine_history='{policy}' gives "
                      f"{len(prompt)}", cause=cause, because=because)
 
 
@@ -408,9 +359,9 @@ def _prompt_cause(builder, turn, actual, ours, policy, k) -> tuple[str | None, s
     if found is not None:
         cause, because = found[3], found[4]
         if cause == "history-reasoning-stripped":
-            because += "; the engine kept raw history: use history_reasoning='keep'"
+            because += "; the engine kept raw history: use engine_history='keep'"
         elif cause == "history-reasoning-kept":
-            because += "; the engine re-rendered the conversation: use history_reasoning='strip'"
+            because += "; the engine re-rendered the conversation: use engine_history='strip'"
         return cause, because
     return _region_cause(builder, actual, ours, k)
 
@@ -516,7 +467,7 @@ def _check_counts(builder: PromptBuilder, turn: GeneratedTurn, expected_text: st
     if turn.logprob_token_ids is not None and turn.logprobs is not None and len(turn.logprob_token_ids) == len(
             turn.logprobs) and list(turn.logprob_token_ids) != ids:
         lp_ids = list(turn.logprob_token_ids)
-        k = first_difference(ids, lp_ids)
+        k = first_token_difference(ids, lp_ids)
         edit = single_edit(ids, lp_ids)
         cause = edit[0] if edit else ("retokenized-boundary" if decode(ids) == decode(lp_ids) else None)
         raise alignment_error(
@@ -535,7 +486,7 @@ def _check_counts(builder: PromptBuilder, turn: GeneratedTurn, expected_text: st
             cause = "retokenized-boundary"
             because = (f"the {len(ids)} ids decode to exactly the turn's text, which the engine sampled as "
                        f"{len(turn.logprobs)} tokens")
-            k = first_difference(ids, want)
+            k = first_token_difference(ids, want)
             context = token_context(decode, ids, want, k, ("token_ids", "canonical"))
         else:
             edit = single_edit(ids, want) if len(want) == len(turn.logprobs) else None
@@ -591,7 +542,7 @@ def _check_text(builder: PromptBuilder, turn: GeneratedTurn, expected: str, note
         notes.append(f"turn #{turn.ordinal} (message {turn.message_index}): the template does not render the "
                      "turn's reasoning; the sampled ids (which hold it) are kept")
         return None
-    k = first_difference(ids, want)
+    k = first_token_difference(ids, want)
     cause, because = None, None
     edit = single_edit(ids, want)
     if _thinking_flip_matches(builder, turn, got_body):
@@ -639,9 +590,9 @@ class _Plain:
 
 
 def _as_sample(sample: Any) -> _Plain:
-    if isinstance(sample, RolloutSample):
+    if isinstance(sample, Sample) and any(t.ordinal is not None for t in sample.turns):
         spans = [(t.message_index, t.label_start, t.label_end) for t in sample.turns if t.trained]
-        return _Plain(list(sample.input_ids), list(sample.loss_mask), sample.logprobs, spans)
+        return _Plain(list(sample.input_ids), sample.loss_mask, sample.logprobs, spans)
     get = sample.get if isinstance(sample, Mapping) else lambda k, d=None: getattr(sample, k, d)
     ids = list(get("input_ids"))
     mask = get("loss_mask")
@@ -691,7 +642,7 @@ def _verify(builder: PromptBuilder, prompts: list[list[int]], samples: Sequence[
         where = f"assistant turn #{turn.ordinal} (message {turn.message_index}) in sample {number}"
         if sample.input_ids[a:b] != ids:
             span = sample.input_ids[a:b]
-            k = first_difference(span, ids)
+            k = first_token_difference(span, ids)
             cause, because = _turn_tokens_cause(builder, turn, span, ids)
             raise alignment_error(
                 rule="rollout-turn-tokens", turn=turn.ordinal, message_index=turn.message_index, position=a + k,
@@ -701,7 +652,7 @@ def _verify(builder: PromptBuilder, prompts: list[list[int]], samples: Sequence[
         if sample.input_ids[:a] != prompt:
             raise _prefix_error(builder, sample.input_ids[:a], prompt, earlier.get(number, []), turn, policy,
                                 rule="rollout-prefix", exact=True,
-                                what=f"the engine's prompt for turn #{turn.ordinal} under history_reasoning="
+                                what=f"the engine's prompt for turn #{turn.ordinal} under engine_history="
                                      f"'{policy}' is not the token prefix of sample {number} before the turn")
         if sample.logprobs is not None and turn.logprobs is not None:
             got = sample.logprobs[offsets[number]:offsets[number] + (b - a)]
@@ -750,7 +701,7 @@ def _prefix_error(builder: PromptBuilder, actual: list[int], prompt: list[int], 
                   policy: str, *, rule: str, what: str, exact: bool):
     """A turn's engine prompt is not ``actual`` (``exact``) or does not extend it: say where, and why."""
     decode = builder.encoder.tokens.decode
-    k = first_difference(actual, prompt)
+    k = first_token_difference(actual, prompt)
     spans = [(s.turn, s.label_start, s.label_end) if isinstance(s, RolloutTurnSpan) else (s[0].ordinal, s[1], s[2])
              for s in spans]
     raw = actual

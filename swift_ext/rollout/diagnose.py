@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ParityError
+from ..messages import REASONING_ALIASES
+from ..text import first_token_difference
 
 CAUSES = {
     "history-reasoning-stripped": (
@@ -54,15 +56,15 @@ CAUSES = {
 
 FIXES = {
     "history-reasoning-stripped": (
-        "build the samples with swift_ext.rollout.encode_rollout(..., history_reasoning='keep') if the engine kept "
+        "build the samples with swift_ext.rollout.encode_rollout(..., engine_history='keep') if the engine kept "
         "raw history (the tokens then hold the sampled ids verbatim), or 'strip' to follow the template (one sample "
         "per rewritten history); never re-render the whole conversation once"),
-    "history-reasoning-kept": "use history_reasoning='strip' (the engine re-rendered the conversation each turn)",
+    "history-reasoning-kept": "use engine_history='strip' (the engine re-rendered the conversation each turn)",
     "thinking-switch": "pass the engine's chat_template_kwargs (e.g. {'enable_thinking': False}) with the record",
     "retokenized-boundary": "keep the engine's token ids; never decode and re-tokenize generated text",
     "tool-arguments": (
         "store the tool call exactly as the engine returned it (arguments as the JSON text the model wrote), or "
-        "keep raw history (history_reasoning='keep')"),
+        "keep raw history (engine_history='keep')"),
     "dropped-token": "store token_ids and logprobs exactly as the engine returned them",
     "inserted-token": "store token_ids and logprobs exactly as the engine returned them",
     "reasoning-missing": "store the engine's reasoning_content with the message (or pass the turn as ids only)",
@@ -115,13 +117,6 @@ def alignment_error(*, rule: str, headline: str, turn: int | None, message_index
                                  consumed=consumed, expected=expected, position=position, cause=cause)
 
 
-def first_difference(a: Sequence[int], b: Sequence[int]) -> int:
-    """Index of the first differing element (the shorter length when one is a prefix of the other)."""
-    n = min(len(a), len(b))
-    for k in range(n):
-        if a[k] != b[k]:
-            return k
-    return n
 
 
 def token_context(decode, a: Sequence[int], b: Sequence[int], k: int, names: tuple[str, str],
@@ -142,11 +137,11 @@ def token_context(decode, a: Sequence[int], b: Sequence[int], k: int, names: tup
 def single_edit(actual: Sequence[int], expected: Sequence[int]) -> tuple[str, int] | None:
     """('dropped-token'|'inserted-token', position) when ``actual`` is ``expected`` with one token removed/added."""
     if len(actual) == len(expected) - 1:
-        k = first_difference(actual, expected)
+        k = first_token_difference(actual, expected)
         if list(actual[k:]) == list(expected[k + 1:]):
             return "dropped-token", k
     if len(actual) == len(expected) + 1:
-        k = first_difference(actual, expected)
+        k = first_token_difference(actual, expected)
         if list(actual[k + 1:]) == list(expected[k:]):
             return "inserted-token", k
     return None
@@ -174,7 +169,7 @@ def is_insertion(longer: str, shorter: str) -> bool:
 
 
 def reasoning_of(message: dict[str, Any]) -> str | None:
-    for key in ("reasoning_content", "thinking", "reasoning"):
+    for key in REASONING_ALIASES:
         value = message.get(key)
         if isinstance(value, str) and value.strip():
             return value

@@ -21,16 +21,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import Encoder
-from ..errors import InputError, TemplateRenderError
-from ..messages import parse_message
+from ..errors import TemplateRenderError
 from ..text import common_prefix_len, common_suffix_len
-from ..types import Message
 from .record import GeneratedTurn, RolloutRecord
 
 POLICIES = ("keep", "strip")
 POLICY_ALIASES = {"keep": "keep", "raw": "keep", "strip": "strip", "template": "strip", "render": "strip"}
 _PROBE = "\u27e6swift-ext-probe\u27e7"
 _PROBE_KEY = "swift_ext_probe"
+
+
+def engine_history_of(engine_history: str | None, history_reasoning: str | None) -> str | None:
+    """The engine-history policy given under its name or its earlier one (``history_reasoning``)."""
+    if engine_history is not None and history_reasoning is not None and \
+            normalize_policy(engine_history) != normalize_policy(history_reasoning):
+        from ..errors import PolicyError
+
+        raise PolicyError(f"engine_history={engine_history!r} and history_reasoning={history_reasoning!r} (its "
+                          "earlier name) disagree; pass one", rule="rollout-policy")
+    return engine_history if engine_history is not None else history_reasoning
 
 
 def normalize_policy(policy: str | None) -> str | None:
@@ -42,19 +51,8 @@ def normalize_policy(policy: str | None) -> str | None:
         from ..errors import PolicyError
 
         raise PolicyError(
-            f"history_reasoning must be 'keep' (raw history), 'strip' (the template's rendering) or 'auto', got "
+            f"engine_history must be 'keep' (raw history), 'strip' (the template's rendering) or 'auto', got "
             f"{policy!r}", rule="rollout-policy") from None
-
-
-def parse_message_list(raw_messages: list[dict[str, Any]]) -> list[Message]:
-    """Parse messages one by one (the core's per-message validation) without the conversation-order rules,
-    which a turn known only by its ids (no ``tool_calls``) followed by tool results would fail."""
-    parsed = [parse_message(i, m) for i, m in enumerate(raw_messages)]
-    first = next((i for i, m in enumerate(parsed) if m.role != "system"), None)
-    if first is None or parsed[first].role == "assistant":
-        raise InputError("the conversation must start (after system messages) with a user message",
-                         rule="input-assistant-first", message_index=first)
-    return parsed
 
 
 @dataclass
@@ -68,25 +66,23 @@ class PromptBuilder:
     """Per generated message index: the ids the engine sampled (what the raw history holds)."""
 
     def __post_init__(self) -> None:
-        self.messages = parse_message_list(self.record.messages)
-        self.dicts = [self.encoder.template_message(m) for m in self.messages]
-        self._render_cache: dict[tuple, str] = {}
+        # A turn known only by its ids carries no tool_calls yet is followed by tool results: no tool-order rule.
+        self.conversation = self.encoder.conversation(self.record.messages, self.record.tools, self.kwargs,
+                                                      require_assistant=False, check_tool_order=False)
+        self.messages = self.conversation.messages
+        self.dicts = self.conversation.dicts
         self._keep: list[list[int]] | None = None
         self._strip: list[list[int]] | None = None
 
     # ---------------------------------------------------------------- rendering
     def render(self, upto: int, *, dicts: list[dict[str, Any]] | None = None, kwargs: dict | None = None,
                add_generation_prompt: bool = True) -> str:
-        use = self.dicts if dicts is None else dicts
-        kw = self.kwargs if kwargs is None else kwargs
-        if dicts is None and kwargs is None:
-            key = (upto, add_generation_prompt)
-            if key not in self._render_cache:
-                self._render_cache[key] = self.encoder.render(use, self.record.tools, kw,
-                                                              add_generation_prompt=add_generation_prompt, upto=upto)
-            return self._render_cache[key]
-        return self.encoder.render(use, self.record.tools, kw, add_generation_prompt=add_generation_prompt,
-                                   upto=upto)
+        conversation = self.conversation if kwargs is None else self.conversation.with_kwargs(kwargs)
+        if dicts is not None:
+            changed = [j for j, (a, b) in enumerate(zip(dicts, self.dicts)) if a is not b]
+            for j in changed:
+                conversation = conversation.with_message(j, dicts[j])
+        return conversation.render(upto, add_generation_prompt=add_generation_prompt)
 
     def strip_prompt(self, message_index: int, kwargs: dict | None = None) -> list[int]:
         return self.encoder.tokens.encode(self.render(message_index, kwargs=kwargs))

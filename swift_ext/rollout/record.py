@@ -14,7 +14,7 @@ A record is a dict (every key but ``messages`` optional)::
       ],
       "tools": [...],
       "chat_template_kwargs": {"enable_thinking": true},
-      "history_reasoning": "keep" | "strip" | "auto"       # optional, see swift_ext.rollout
+      "engine_history": "keep" | "strip" | "auto"          # optional (or "history_reasoning"), see swift_ext.rollout
     }
 
 An assistant message with ``token_ids`` is a *generated* turn; one without is context (rendered by the template,
@@ -85,7 +85,8 @@ class RolloutRecord:
     tools: list[dict[str, Any]] | None
     chat_template_kwargs: dict[str, Any]
     turns: list[GeneratedTurn]
-    history_reasoning: str | None = None
+    engine_history: str | None = None
+    """The record's own ``engine_history`` (or ``history_reasoning``, its earlier name), if it says."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def turn_at(self, message_index: int) -> GeneratedTurn | None:
@@ -112,9 +113,9 @@ def parse_record(
         tools = record.get("tools", tools)
         kwargs = dict(chat_template_kwargs or {})
         kwargs.update(record.get("chat_template_kwargs") or {})
-        policy = record.get("history_reasoning")
+        policy = record.get("engine_history", record.get("history_reasoning"))
         extra = {k: v for k, v in record.items()
-                 if k not in ("messages", "tools", "chat_template_kwargs", "history_reasoning")}
+                 if k not in ("messages", "tools", "chat_template_kwargs", "engine_history", "history_reasoning")}
     else:
         raw_messages, kwargs, policy, extra = record, dict(chat_template_kwargs or {}), None, {}
     if not isinstance(raw_messages, Sequence) or isinstance(raw_messages, (str, bytes)) or not raw_messages:

@@ -7,9 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from swift_ext import fixtures
+from swift_ext.dev import testing
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -19,20 +17,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "artifacts"
 
 
-def require_fixture(name: str) -> Path:
-    """The fixture's folder, or a clear failure naming where fixtures are looked for."""
-    try:
-        return fixtures.fixture_dir(name, fetch=False)
-    except fixtures.FixtureUnavailable as exc:
-        pytest.fail(f"{exc}. The CLI tests need the real tokenizer fixtures: set {fixtures.ENV_VAR} or place them "
-                    "at ../shared/fixtures next to the repository.", pytrace=False)
-
-
-def load_tokenizer(name: str) -> Any:
-    require_fixture(name)
-    if fixtures.is_template_only(name):
-        require_fixture(fixtures.DERIVED[fixtures.resolve_name(name)][0])
-    return fixtures.load_tokenizer(name)
+require_fixture = testing.fixture_dir
+"""The fixture's folder through the one resolver (``swift_ext.dev.testing``)."""
+load_tokenizer = testing.tokenizer
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

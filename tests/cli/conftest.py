@@ -1,8 +1,9 @@
 """Shared setup for the doctor / inspect / audit command tests.
 
-The real tokenizer fixtures come from ``$SWIFT_EXT_FIXTURES`` or ``../shared/fixtures``; a missing fixture is a
-test failure that says where to put them, never a skip (see ``cli_helpers.require_fixture``). Commands run
-in-process through ``swift_ext.cli.main`` so fixture tokenizers load once per session.
+The real tokenizer fixtures come through the one resolver (``swift_ext.dev.fixtures``: ``$SWIFT_EXT_FIXTURES``,
+``../shared/fixtures``, the registry cache, a registry download); a missing fixture fails or skips with the reason
+(``swift_ext.dev.testing``). Commands run in-process through ``swift_ext.cli.main`` so fixture tokenizers load once
+per session.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ if importlib.util.find_spec("swift_ext") is None:  # a checkout that is not pip-
 
 import pytest  # noqa: E402
 
-from swift_ext import fixtures  # noqa: E402
 from swift_ext.cli import main  # noqa: E402
+from swift_ext.dev import fixtures  # noqa: E402
 
 from .cli_helpers import require_fixture  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _fixtures_present() -> None:
-    """Every CLI test needs the real fixtures: fail (never skip) naming where they were looked for."""
+    """Every CLI test needs the real fixtures: resolve them all first (fail or skip naming where they were
+    looked for)."""
     for name in fixtures.FIXTURES:
         require_fixture(name)
 
@@ -39,8 +41,12 @@ class CliResult:
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
-    """Run ``swift-ext ARGS`` in this process; returns exit code and captured output."""
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """Run ``swift-ext ARGS`` in this process; returns exit code and captured output.
+
+    ``SWIFT_EXT_DEBUG=1``: an exception no command turned into a message of its own fails the test with its
+    traceback instead of becoming cli.main's one-line exit 2 (tests assert the specific messages)."""
+    monkeypatch.setenv("SWIFT_EXT_DEBUG", "1")
 
     def run(*argv: str) -> CliResult:
         capsys.readouterr()

@@ -32,7 +32,7 @@ ROWS: list[tuple[Any, Any]] = [
     ({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hey there."}]},
      ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey there."}], None)),
     ("{this is not json", "input-bad-json"),
-    ({"text": "no conversation here"}, "input-missing-messages"),
+    ({"note": "no conversation here"}, "input-missing-messages"),
     ({"messages": [HI[0], {**HI[1], "loss": False}]}, ([HI[0], {**HI[1], "loss": False}], None)),
     ({"messages": [HI[0], {"role": "wizard", "content": "Abracadabra."}]},
      ([HI[0], {"role": "wizard", "content": "Abracadabra."}], None)),
@@ -120,7 +120,7 @@ def _audit(cli, tmp_path: Path, *args: Any) -> tuple[Any, dict[str, Any]]:
 
 def test_audit_numbers_match_the_core(cli, dataset: Path, tmp_path: Path) -> None:
     expected = expected_summary("qwen3", max_length=128)
-    result, summary = _audit(cli, tmp_path, "qwen3", dataset, "--workers", "1", "--max-length", "128")
+    result, summary = _audit(cli, tmp_path, "fixture:qwen3", dataset, "--workers", "1", "--max-length", "128")
     assert result.code == 1  # rows failed
     assert_matches(summary, expected)
     assert expected["rows_truncated"] and expected["samples_dropped"] and expected["failures"]
@@ -130,8 +130,8 @@ def test_audit_numbers_match_the_core(cli, dataset: Path, tmp_path: Path) -> Non
 
 
 def test_audit_in_parallel_gives_the_same_summary(cli, dataset: Path, tmp_path: Path) -> None:
-    _, serial = _audit(cli, tmp_path, "qwen3", dataset, "--workers", "1", "--no-progress")
-    result, parallel = _audit(cli, tmp_path, "qwen3", dataset, "--workers", "2", "--no-progress")
+    _, serial = _audit(cli, tmp_path, "fixture:qwen3", dataset, "--workers", "1", "--no-progress")
+    result, parallel = _audit(cli, tmp_path, "fixture:qwen3", dataset, "--workers", "2", "--no-progress")
     timing = {"seconds", "rows_per_second", "tokens_per_second"}
     for key in serial.keys() - timing:
         assert parallel[key] == serial[key], key
@@ -140,21 +140,21 @@ def test_audit_in_parallel_gives_the_same_summary(cli, dataset: Path, tmp_path: 
 
 def test_audit_reasoning_dropped(cli, dataset: Path, tmp_path: Path) -> None:
     """Llama renders no reasoning: rows carrying it fail, or with --reasoning-policy drop are counted."""
-    _, strict = _audit(cli, tmp_path, "llama3", dataset, "--workers", "1")
+    _, strict = _audit(cli, tmp_path, "fixture:llama3", dataset, "--workers", "1")
     assert_matches(strict, expected_summary("llama3"))
     assert "reasoning-dropped" in strict["failures"]
-    _, dropped = _audit(cli, tmp_path, "llama3", dataset, "--workers", "1", "--reasoning-policy", "drop")
+    _, dropped = _audit(cli, tmp_path, "fixture:llama3", dataset, "--workers", "1", "--reasoning-policy", "drop")
     expected = expected_summary("llama3", policy="drop")
     assert_matches(dropped, expected)
     assert expected["reasoning_dropped_turns"] >= 3 and expected["rows_reasoning_dropped"] == 2
 
 
 def test_audit_exit_codes_and_progress(cli, dataset: Path, tmp_path: Path) -> None:
-    assert cli("audit", "qwen3", dataset, "--workers", "1", "--allow-failures").code == 0
+    assert cli("audit", "fixture:qwen3", dataset, "--workers", "1", "--allow-failures").code == 0
     clean = write_jsonl(tmp_path / "clean.jsonl", [{"messages": HI}] * 40)
-    result = cli("audit", "qwen3", clean, "--workers", "1")
+    result = cli("audit", "fixture:qwen3", clean, "--workers", "1")
     assert result.code == 0 and "40/40" in result.err  # the progress bar's final state
-    assert cli("audit", "qwen3", tmp_path / "missing.jsonl").code == 2
+    assert cli("audit", "fixture:qwen3", tmp_path / "missing.jsonl").code == 2
 
 
 def test_row_formats() -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import swift_ext
-from swift_ext import fixtures
 from swift_ext.cli import main
+from swift_ext.dev import fixtures
 from swift_ext.diagnostics.battery import build_battery
 from swift_ext.messages import parse_messages
 
@@ -36,7 +36,7 @@ def doctor(name: str) -> tuple[int, dict[str, Any]]:
     require_fixture(name)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["doctor", name, "--json"])
+        code = main(["doctor", f"fixture:{name}", "--json"])
     return code, json.loads(out.getvalue())
 
 
@@ -49,15 +49,29 @@ def modes(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ every fixture
+NOT_TRAINABLE = {
+    # llama.cpp's R1-Distill-Qwen copy: with thinking on its prompt opens <think> and its rendering never closes it,
+    # and no family describes it: the generic path refuses rather than guess how the block closes.
+    "deepseek_r1_distill_qwen_llamacpp": "reasoning-block-open",
+}
+
+
 @pytest.mark.parametrize("name", sorted(fixtures.FIXTURES))
 def test_doctor_on_fixture(name: str) -> None:
     code, report = doctor(name)
     expected_family = swift_ext.detect_family(fixtures.load_template(name))
-    assert expected_family is not None, f"no family recognises the {name} fixture"
-    assert report["family"] == expected_family.name and report["family_match"] == "sha256"
-    assert report["parity_template"] == f"{expected_family.name}_parity"
+    assert (expected_family.name if expected_family else "hf") == fixtures.expected_family(name)
+    if expected_family is None:  # a template no family describes: the generic path
+        assert report["family_display"] == "generic" and report["parity_template"] == "hf_parity"
+    else:
+        assert report["family"] == expected_family.name and report["family_match"] == "sha256"
+        assert report["parity_template"] == f"{expected_family.name}_parity"
     assert code == (0 if report["trainable"] else 1)
-    assert report["trainable"], report["verdict"]
+    if name in NOT_TRAINABLE:
+        failed = {o["rule"] for o in report["outcomes"] if o["status"] == "failed"}
+        assert not report["trainable"] and failed == {NOT_TRAINABLE[name]}, (report["verdict"], failed)
+    else:
+        assert report["trainable"], report["verdict"]
     ids = {p["id"] for p in report["properties"]}
     for mode in modes(report):
         assert {p["id"] for p in report["properties"] if p["mode"] == mode} == ids
@@ -212,7 +226,7 @@ def test_generic_template_is_named_generic(cli, tmp_path: Path) -> None:
 def test_untrainable_template_exits_nonzero(cli, tmp_path: Path) -> None:
     template = tmp_path / "broken.jinja"
     template.write_text(NO_STOP, encoding="utf-8")
-    result = cli("doctor", template, "--tokenizer", "qwen3", "--json", tmp_path / "r.json")
+    result = cli("doctor", template, "--tokenizer", "fixture:qwen3", "--json", tmp_path / "r.json")
     report = json.loads((tmp_path / "r.json").read_text())
     assert result.code == 1 and not report["trainable"]
     assert "NOT trainable" in result.out
@@ -238,4 +252,4 @@ def test_folder_and_template_file_inputs(cli, tmp_path: Path) -> None:
 
 def test_unknown_model_exits_2(cli) -> None:
     result = cli("doctor", "no-such-model-or-fixture")
-    assert result.code == 2 and "fixture names" in result.err
+    assert result.code == 2 and "fixture:" in result.err

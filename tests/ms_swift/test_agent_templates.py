@@ -14,8 +14,7 @@ require_swift()
 
 from swift.agent_template import agent_template_map  # noqa: E402
 
-from swift_ext import fixtures  # noqa: E402
-from swift_ext.fixtures import FIXTURES  # noqa: E402
+from swift_ext.dev.fixtures import FIXTURES  # noqa: E402
 from swift_ext.ms_swift import agent as parity_agent  # noqa: E402
 from swift_ext.ms_swift import register  # noqa: E402
 
@@ -145,9 +144,7 @@ def _agent(family):
 
 @cache
 def _tokenizer(family):
-    if family in HARMONY:
-        return fixtures.load_tokenizer(family)
-    return load_tokenizer(CHECKED[family])
+    return load_tokenizer(family if family in HARMONY else CHECKED[family])
 
 
 def _render(tok, messages, **kwargs):

@@ -28,7 +28,9 @@ def data_collator(self, batch, *, padding_to=None):
     with open(os.environ["SWIFT_EXT_TEST_DUMP"], "a") as f:
         for b in batch:
             f.write(json.dumps({"input_ids": [int(x) for x in b["input_ids"]],
-                                "labels": [int(x) for x in b["labels"]]}) + "\\n")
+                                "labels": [int(x) for x in b["labels"]],
+                                "loss_scale": [float(x) for x in b["loss_scale"]] if b.get("loss_scale") else None})
+                    + "\\n")
     return _orig(self, batch, padding_to=padding_to)
 Template.data_collator = data_collator
 '''
@@ -146,3 +148,63 @@ def test_swift_sft_two_steps(tmp_path, template):
         assert "Successfully imported external_plugins" in text and ms.plugin_path() in text
         assert "qwen3_6_parity" in text
         assert (tmp_path / "infer_result.jsonl").read_text().strip()
+
+
+@pytest.mark.parametrize("loss_scale", ["last_round+hermes+ignore_empty_think", "parity_spans"])
+def test_swift_sft_two_steps_with_a_loss_scale(tmp_path, loss_scale):
+    """``--loss_scale`` through the whole pipeline: every batch holds the ids of ``--loss_scale default`` and the
+    weights the parity template gives them (``test_loss_scale.py`` checks those against ms-swift's own split)."""
+    from swift.model import get_model_processor
+    from swift.template import get_template
+    from swift_helpers import build_tokenizer_dir
+
+    fixture_name = "Qwen__Qwen3.6-35B-A3B"
+    model_dir = build_tiny_model(fixture_name, tmp_path / "model", "qwen3")
+    data = tmp_path / "data.jsonl"
+    rows = [*ROWS, {"messages": ROWS[0]["messages"][1:5], "tools": ROWS[0]["tools"]}]  # a tool call in the last round
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    (tmp_path / "dump_plugin.py").write_text(DUMP_PLUGIN)
+    dump = tmp_path / "batches.jsonl"
+    spans = {"SWIFT_EXT_SPAN_WEIGHTS": json.dumps({"reasoning": 0.5, "tool_call": 2.0})}
+    env = _env({"SWIFT_EXT_TEST_DUMP": str(dump), **spans})
+    out = tmp_path / "out"
+    argv = ["sft", "--model", str(model_dir), "--model_type", "qwen3", "--template", "qwen3_6_parity",
+            "--template_backend", "jinja", "--loss_scale", loss_scale,
+            "--external_plugins", ms.plugin_path(), str(tmp_path / "dump_plugin.py"), "--dataset", str(data),
+            "--tuner_type", "full", "--max_steps", "2", "--per_device_train_batch_size", "4",
+            "--learning_rate", "1e-3", "--torch_dtype", "float32", "--output_dir", str(out), "--save_strategy", "no",
+            "--logging_steps", "1", "--split_dataset_ratio", "0", "--dataloader_num_workers", "0",
+            "--report_to", "none", "--seed", "0"]
+    _swift(argv, env, tmp_path / "sft.log")
+    logs = [json.loads(line) for line in (next(out.iterdir()) / "logging.jsonl").read_text().splitlines()]
+    losses = [float(x["loss"]) for x in logs if "loss" in x]
+    assert len(losses) == 2 and all(math.isfinite(x) and x > 0 for x in losses), losses
+
+    ms.register()
+    processor = get_model_processor(str(build_tokenizer_dir(fixture_name, tmp_path / "tok")), load_model=False,
+                                    model_type="qwen3")[1]
+    os.environ.update(spans)
+    try:
+        expected = {}
+        for scale in ("default", loss_scale):
+            template = get_template(processor, template_type="qwen3_6_parity", loss_scale=scale,
+                                    template_backend="jinja")
+            template.set_mode("train")
+            encoded = [e for row in rows for e in (lambda x: x if isinstance(x, list) else [x])(template.encode(
+                json.loads(json.dumps(row))))]
+            expected[scale] = {tuple(e["input_ids"]): e for e in encoded}
+    finally:
+        for key in spans:
+            os.environ.pop(key, None)
+    batches = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert len(batches) >= 8  # 2 steps of 4 (and whatever else ms-swift collates)
+    weighted = 0
+    for sample in batches:
+        ids = tuple(sample["input_ids"])
+        assert ids in expected["default"]  # the tokens of --loss_scale default
+        want = expected[loss_scale][ids]
+        assert sample["labels"] == want["labels"]
+        got = sample["loss_scale"] or [0.0 if x == -100 else 1.0 for x in sample["labels"]]
+        assert got == pytest.approx(list(want.get("loss_scale") or [0.0 if x == -100 else 1.0 for x in want["labels"]]))
+        weighted += any(w not in (0.0, 1.0) for w in got)
+    assert weighted  # the batches did carry weights other than 0/1

@@ -3,7 +3,7 @@
 A rollout is built the way an engine produces one: for each assistant turn, the text the model generates (the
 chat template's own rendering of the turn after its generation prompt, reasoning and tool calls included, up to
 and including the stop token) is tokenized by the Hugging Face tokenizer itself, and each id gets a logprob.
-Fixtures come from ``$SWIFT_EXT_FIXTURES`` or ``../shared/fixtures``; a missing fixture fails the test.
+Fixtures come through the one resolver (``swift_ext.dev.testing``).
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ import json
 import os
 from typing import Any
 
-import pytest
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import swift_ext  # noqa: E402
-from swift_ext.fixtures import FixtureUnavailable, fixture_dir, load_tokenizer  # noqa: E402
+from swift_ext.dev import testing  # noqa: E402
 
 FAMILIES = ("qwen3", "qwen3_6", "gpt_oss", "glm4_7", "deepseek_r1")
 SWITCH_FAMILIES = ("qwen3_6", "glm4_7")
@@ -68,31 +66,17 @@ reasoning from the third turn's prompt; gpt-oss drops past analysis; DeepSeek-R1
 
 
 _PROBE = "Thanks! And 22 °C\n  x = {\"a\": 1}"
-_FAITHFUL: dict[str, Any] = {}
 
 
 def tokenizer(name: str) -> Any:
-    """The fixture tokenizer for a family short name; fails (never skips) when the fixture is missing.
+    """The fixture tokenizer for a family short name, through the one resolver (``swift_ext.dev.testing``).
 
-    transformers < 5.20 (ms-swift 4.6 pins it) loads DeepSeek-R1-0528-Qwen3's byte-level tokenizer.json as a
-    Metaspace ``LlamaTokenizer`` that drops spaces and newlines, so no text survives a round trip. The tests here
-    are about token bookkeeping, not that bug: such a tokenizer is rebuilt from the same tokenizer.json."""
-    try:
-        folder = fixture_dir(name, fetch=False)
-    except FixtureUnavailable as exc:
-        pytest.fail(f"tokenizer fixture missing: {exc}", pytrace=False)
-    tok = load_tokenizer(name)
-    if _round_trips(tok):
-        return tok
-    if name not in _FAITHFUL:
-        from transformers import PreTrainedTokenizerFast
-
-        special = {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}
-        rebuilt = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **special)
-        rebuilt.chat_template = tok.chat_template
-        assert _round_trips(rebuilt), f"{name}: the fixture's tokenizer.json does not round-trip text"
-        _FAITHFUL[name] = rebuilt
-    return _FAITHFUL[name]
+    Fixture loading rebuilds a tokenizer that does not round-trip its own ``tokenizer.json`` (transformers < 5.20,
+    which ms-swift 4.6 pins, loads DeepSeek-R1-0528-Qwen3's byte-level file as a Metaspace tokenizer that drops
+    spaces); the tests here are about token bookkeeping, so they check that the text survives."""
+    tok = testing.tokenizer(name)
+    assert _round_trips(tok), f"{name}: the fixture tokenizer does not round-trip text"
+    return tok
 
 
 def _round_trips(tok: Any) -> bool:

@@ -29,15 +29,15 @@ import pytest
 from rollout_support import AGENT, FAMILIES, TOOLS, fake_logprobs, generations, hf_ids, swift_rlhf_utils, tokenizer
 
 import swift_ext
-from swift_ext.rollout import RolloutAlignmentError
-from swift_ext.rollout.record import parse_harmony
-from swift_ext.rollout_swift import (
+from swift_ext.ms_swift.grpo import (
     check_turn_logprob_counts,
     encode_token_turns,
-    explain_logprob_mismatch,
     has_token_id_content,
     token_content_ids,
 )
+from swift_ext.ms_swift.logprob_guard import explain_logprob_mismatch
+from swift_ext.rollout import RolloutAlignmentError
+from swift_ext.rollout.record import parse_harmony
 from swift_ext.types import IGNORE_INDEX
 
 # ms-swift 4.6.0 TemplateMeta (thinking_prefix, non_thinking_prefix) and Template._get_response_prefix's
@@ -170,7 +170,8 @@ def grpo_trajectory(helpers, name: str, ctk: dict, messages=None):
 def check_trajectory(helpers, prompts, sampled, logprobs, training) -> None:
     ids = training.input_ids
     assert len(training.turns) == len(sampled)
-    for (index, start, end), prompt, turn_ids in zip(training.turns, prompts, sampled):
+    for span, prompt, turn_ids in zip(training.turns, prompts, sampled):
+        index, start, end = span.message_index, span.label_start, span.label_end
         assert ids[:start] == prompt, f"message {index}: the training context is not the engine's prompt"
         assert ids[start:end] == turn_ids, f"message {index}: the sampled ids are not verbatim"
     mask = [label != IGNORE_INDEX for label in training.labels]
@@ -241,8 +242,9 @@ def test_masked_tips_inside_a_turn_stay_unlabelled():
     encoded = encode_token_turns(encoder, [{"role": "user", "content": "6+6?"},
                                            {"role": "assistant", "content": content}],
                                  logprob_counts=[len(sampled)])
-    (_, start, end), = encoded.turns
-    assert encoded.input_ids[start:end] == sampled + tips and encoded.num_labels == len(sampled)
+    (span,) = encoded.turns
+    assert encoded.input_ids[span.label_start:span.label_end] == sampled + tips
+    assert encoded.num_labels == len(sampled)
 
 
 # ------------------------------------------------------------------------------ ms-swift's own code
@@ -318,7 +320,7 @@ def test_grpo_inputs_with_ms_swift(name, ctk):
     # The guard: a count mismatch that build_rollout_logps would swallow raises instead.
     import torch
 
-    from swift_ext.rollout_swift import install_logprob_guard
+    from swift_ext.ms_swift.logprob_guard import install_logprob_guard
 
     utils = swift_rlhf_utils()  # the module, or ms-swift's functions compiled from it (msgspec missing)
     uninstall = install_logprob_guard("raise", module=utils)

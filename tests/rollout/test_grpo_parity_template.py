@@ -39,7 +39,7 @@ if importlib.util.find_spec("swift") is None or importlib.util.find_spec("swift.
 import torch  # noqa: E402
 
 import swift_ext.ms_swift as ms  # noqa: E402
-from swift_ext.fixtures import fixture_dir  # noqa: E402
+from swift_ext.dev.testing import fixture_dir  # noqa: E402
 from swift_ext.rollout import RolloutAlignmentError  # noqa: E402
 from swift_ext.types import IGNORE_INDEX  # noqa: E402
 
@@ -67,7 +67,7 @@ def processor(name: str, tmp_path_factory):
         from transformers import Qwen3Config
 
         folder = tmp_path_factory.mktemp(name)
-        for item in fixture_dir(name, fetch=False).iterdir():
+        for item in fixture_dir(name).iterdir():
             if item.is_file():
                 shutil.copyfile(item, folder / item.name)
         Qwen3Config(hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -145,7 +145,7 @@ def test_ambiguous_policy_raises(name):
     with pytest.raises(PolicyError) as info:
         encode_rollout(tok, record)
     assert info.value.rule == "rollout-policy-ambiguous"
-    assert "history_reasoning='keep' or 'strip'" in str(info.value)
+    assert "engine_history='keep' or 'strip'" in str(info.value)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -137,7 +137,7 @@ def test_engine_kept_history_but_strip_requested(name):
     record = with_evidence(make_record(name), engine_prompts(tok, make_record(name), "keep"))
     error = _raises(tok, record, history_reasoning="strip")
     assert error.rule == "rollout-engine-prompt" and error.cause == "history-reasoning-stripped"
-    assert "history_reasoning='keep'" in str(error)
+    assert "engine_history='keep'" in str(error)
     assert encode_rollout(tok, record).history_reasoning == "keep"
 
 

@@ -115,3 +115,18 @@ def test_assistant_first_is_rejected():
     record["messages"] = record["messages"][2:3]
     with pytest.raises(InputError):
         encode_rollout(tok, record, history_reasoning="keep")
+
+
+def test_engine_history_and_its_earlier_name() -> None:
+    """``engine_history`` is the rollout policy's name; ``history_reasoning`` (its earlier name, now the core's
+    policy) is still accepted, and the two may not disagree."""
+    from swift_ext.errors import PolicyError
+
+    tok, record, _ = _baseline()
+    new = encode_rollout(tok, record, engine_history="keep")
+    old = encode_rollout(tok, record, history_reasoning="keep")
+    assert new.engine_history == old.history_reasoning == "keep"
+    assert [s.input_ids for s in new.samples] == [s.input_ids for s in old.samples]
+    with pytest.raises(PolicyError) as info:
+        encode_rollout(tok, record, engine_history="keep", history_reasoning="strip")
+    assert info.value.rule == "rollout-policy"

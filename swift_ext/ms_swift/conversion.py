@@ -1,4 +1,4 @@
-"""Turn ms-swift's message form back into the Hugging Face / OpenAI form the core takes.
+"""An ms-swift row (``StdTemplateInputs``) as the Hugging Face / OpenAI conversation the core takes.
 
 ms-swift's dataset loader and ``StdTemplateInputs.from_dict`` rewrite a conversation: the system message moves
 to ``inputs.system``, an assistant turn with OpenAI ``tool_calls`` becomes an assistant message (its text) plus
@@ -6,18 +6,24 @@ one ``tool_call`` message per call (JSON ``{"name", "arguments"}``), ``tool_resp
 every key but role/content/loss/loss_scale is dropped. This module undoes that. When the row still carries the
 original conversation (the ``swift_ext_messages`` column the data hook adds), that is used instead, so
 ``reasoning_content``, tool-call ids and argument text arrive exactly as written.
+
+``row_conversation`` is the whole conversion of a row: its system prompt, the side channel (or ms-swift's form
+turned back), ``--loss_scale last_round``, and ms-swift's media tags as content parts. ``normalise_tools`` is
+ms-swift's normalisation of a row's tools, for families with no agent template.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
+from ..weights import apply_last_round
+from .columns import SIDE_CHANNEL
 
-SIDE_CHANNEL = "swift_ext_messages"
-"""Column holding the row's original messages as JSON text (see ``swift_ext.ms_swift.data``)."""
+_MEDIA_TAG = re.compile(r"(<image>|<video>|<audio>)")
 
 
 @dataclass
@@ -27,10 +33,6 @@ class Converted:
     loss_scales: dict[int, float] = field(default_factory=dict)
     """HF message index -> the row's per-message ``loss_scale`` (assistant turns only)."""
     from_side_channel: bool = False
-
-
-def _text(content: Any) -> Any:
-    return content
 
 
 def _tool_call_from_swift(content: Any) -> dict[str, Any]:
@@ -121,9 +123,52 @@ def check_same_conversation(side: Converted, swift: Converted) -> None:
         )
 
 
-def apply_last_round(messages: list[dict[str, Any]]) -> None:
-    """ms-swift ``--loss_scale last_round``: train only the assistant turns after the last user message."""
-    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-    for i, m in enumerate(messages):
-        if m.get("role") == "assistant" and i < last_user:
-            m["loss"] = False
+def add_media_parts(messages: list[dict[str, Any]]) -> None:
+    """``<image>`` tags (ms-swift's media form) -> HF content parts, so the template renders its vision tokens."""
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, str) or not _MEDIA_TAG.search(content):
+            continue
+        parts = []
+        for piece in _MEDIA_TAG.split(content):
+            if piece in ("<image>", "<video>", "<audio>"):
+                parts.append({"type": piece[1:-1]})
+            elif piece:
+                parts.append({"type": "text", "text": piece})
+        message["content"] = parts
+
+
+def row_conversation(inputs: Any, default_system: str | None, *, last_round: bool = False,
+                     side_channel: bool = True) -> tuple[Converted, list[dict[str, Any]] | None]:
+    """The HF conversation and tools of an ms-swift row (``StdTemplateInputs``).
+
+    ``side_channel``: read the row's original messages from ``SIDE_CHANNEL`` when it has them (they must be the
+    same conversation); ``last_round``: ``--loss_scale last_round``."""
+    system = inputs.system if inputs.system is not None else default_system
+    converted = from_swift_messages(inputs.messages, system)
+    side = inputs.extra_kwargs.get(SIDE_CHANNEL) if side_channel else None
+    if side:
+        original = from_side_channel(side, system)
+        check_same_conversation(original, converted)
+        converted = original
+    if last_round:
+        apply_last_round(converted.messages)
+    if inputs.is_multimodal:
+        add_media_parts(converted.messages)
+    return converted, inputs.tools or None
+
+
+def normalise_tools(tools: Any) -> list[Any]:
+    """A row's tools as ms-swift's ``Template._preprocess_tools`` normalises them (JSON text parsed, OpenAI
+    wrapping), without rendering them with an agent template."""
+    from swift.agent_template.base import BaseAgentTemplate
+    from swift.utils import remove_arrow_padding
+
+    if isinstance(tools, str):
+        tools = BaseAgentTemplate._parse_json(tools)
+        tools = tools if isinstance(tools, (list, tuple)) else [tools]
+    elif not isinstance(tools, (list, tuple)):
+        raise ValueError(f"inputs.tools: {tools}")
+    tools = [BaseAgentTemplate._parse_json(tool) for tool in tools]
+    return [BaseAgentTemplate.wrap_tool(remove_arrow_padding(tool) if isinstance(tool, dict) else tool)
+            for tool in tools]

