@@ -38,7 +38,7 @@ from functools import lru_cache
 from itertools import chain
 from operator import length_hint
 from time import monotonic, thread_time
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 import jinja2.ext
@@ -132,9 +132,10 @@ def set_render_limits(**changes: Any) -> RenderLimits:
 @contextmanager
 def render_limits(**changes: Any) -> Iterator[RenderLimits]:
     """Render with other bounds inside the ``with`` block (this thread / context only)."""
-    token = _LIMITS.set(dataclasses.replace(current_render_limits(), **changes))
+    limits = dataclasses.replace(current_render_limits(), **changes)
+    token = _LIMITS.set(limits)
     try:
-        yield _LIMITS.get()
+        yield limits
     finally:
         _LIMITS.reset(token)
 
@@ -227,11 +228,10 @@ class _Budget:
                 "template is legitimate, raise it with SWIFT_EXT_RENDER_TIMEOUT or "
                 "swift_ext.render.set_render_limits(timeout=...)",
             )
-        if self.limits.max_memory_mb:
-            rss = _rss_bytes()
-            if rss is not None and self.rss_base is None:
+        if self.limits.max_memory_mb and (rss := _rss_bytes()) is not None:
+            if self.rss_base is None:
                 self.rss_base = rss
-            elif rss is not None and rss - self.rss_base > self.limits.max_memory_mb << 20:
+            elif rss - self.rss_base > self.limits.max_memory_mb << 20:
                 raise _BoundExceeded(
                     "template-memory",
                     f"the process grew by {(rss - self.rss_base) >> 20:,} MB while the chat template rendered, more "
@@ -633,7 +633,8 @@ def _check_pad(owner: Any, args: tuple, kwargs: dict) -> tuple:
 def _check_expandtabs(owner: Any, args: tuple, kwargs: dict) -> tuple:
     tabsize = _argument(args, kwargs, 0, "tabsize", 8)
     if isinstance(owner, _TEXT_TYPES) and isinstance(tabsize, int):
-        _budget().charge(owner.count("\t" if isinstance(owner, str) else b"\t") * tabsize, "expands tabs")
+        tab: Any = "\t" if isinstance(owner, str) else b"\t"  # the owner's own type (mypy cannot pair the two)
+        _budget().charge(owner.count(tab) * tabsize, "expands tabs")
     return args
 
 
@@ -641,7 +642,7 @@ def _replaced_size(text: Any, old: Any, new: Any, count: Any) -> int:
     """An upper bound on ``len(text.replace(old, new, count))`` (0 when the types do not fit)."""
     if not isinstance(text, _TEXT_TYPES) or not isinstance(old, type(text)) or not isinstance(new, type(text)):
         return 0
-    hits = text.count(old) if old else len(text) + 1
+    hits = text.count(old) if old else len(text) + 1  # type: ignore[arg-type]  # old: the same type, checked above
     if isinstance(count, int) and count >= 0:
         hits = min(hits, count)
     return len(text) + hits * max(len(new) - len(old), 0)
@@ -1126,7 +1127,7 @@ class _BoundedCodeGenerator(CodeGenerator):
         # (i if type(i := ITERABLE) in _SX_SHORT_KINDS and len(i) <= 32 else _sx_iter(i))
         iterable = self.temporary_identifier()
         self.write(f"({iterable} if type({iterable} := ")
-        self.visit(node.node, frame)
+        self.visit(node.node, frame)  # type: ignore[arg-type]  # a loop's iterable, never None
         self.write(f") in _SX_SHORT_KINDS and len({iterable}) <= 32 else _sx_iter({iterable}))")
 
     @optimizeconst
@@ -1143,7 +1144,7 @@ class _BoundedCodeGenerator(CodeGenerator):
         self.write("))")
 
     @optimizeconst
-    def visit_Add(self, node: nodes.Add, frame: Any) -> None:
+    def visit_Add(self, node: nodes.BinExpr, frame: Any) -> None:
         if _short_constant(node.left) or _short_constant(node.right):
             # '<|im_start|>' + role, loop.index0 + 1: grows by a few characters of the template's own text
             super().visit_Add(node, frame)
@@ -1436,7 +1437,7 @@ class ChatRenderer:
 
     def __init__(self, template: str, base_kwargs: Mapping[str, Any] | None = None) -> None:
         self.template_text = template
-        self._compiled = compile_template(template)
+        self._compiled = cast(_BoundedTemplate, compile_template(template))  # _environment()'s template class
         self._base_kwargs = dict(base_kwargs or {})
 
     @contextmanager
