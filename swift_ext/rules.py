@@ -171,6 +171,20 @@ class Rule(str, Enum):
                        "The chat template raised (`raise_exception`) or failed while rendering; the message says "
                        "which render. Usually the row holds something the template refuses.", ("swift_ext.render",))
     TEMPLATE_SYNTAX = ("template-syntax", Group.TEMPLATE, "The chat template does not compile.", ("swift_ext.render",))
+    TEMPLATE_TIMEOUT = ("template-timeout", Group.TEMPLATE,
+                        "One render used more CPU time than `timeout` (60 s; `SWIFT_EXT_RENDER_TIMEOUT`): the "
+                        "template never finishes on this row, or the row is far larger than real data. See "
+                        "docs/sandbox.md.", ("swift_ext.render",))
+    TEMPLATE_OUTPUT_TOO_LARGE = ("template-output-too-large", Group.TEMPLATE,
+                                 "One render printed or built more than `max_chars` characters (16 M; "
+                                 "`SWIFT_EXT_RENDER_MAX_CHARS`), e.g. `'x' * n` with a huge n. See docs/sandbox.md.",
+                                 ("swift_ext.render",))
+    TEMPLATE_MEMORY = ("template-memory", Group.TEMPLATE,
+                       "The process grew by more than `max_memory_mb` (2048; `SWIFT_EXT_RENDER_MAX_MEMORY_MB`) while "
+                       "one render ran. See docs/sandbox.md.", ("swift_ext.render",))
+    TEMPLATE_SANDBOX = ("template-sandbox", Group.TEMPLATE,
+                        "The template reached outside the sandbox (an attribute starting with `_`, a method that "
+                        "mutates its input, Python internals): its samples cannot be trusted.", ("swift_ext.render",))
     TEMPLATE_MISSING = ("template-missing", Group.TEMPLATE,
                         "The tokenizer has no chat template: pass `chat_template=...`.", ("swift_ext.render",))
     TEMPLATE_DROPS_TOOL_CALLS = ("template-drops-tool-calls", Group.TEMPLATE,
