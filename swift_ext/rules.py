@@ -174,14 +174,14 @@ class Rule(str, Enum):
     TEMPLATE_TIMEOUT = ("template-timeout", Group.TEMPLATE,
                         "One render used more CPU time than `timeout` (60 s; `SWIFT_EXT_RENDER_TIMEOUT`): the "
                         "template never finishes on this row, or the row is far larger than real data. See "
-                        "docs/sandbox.md.", ("swift_ext.render",))
+                        "docs/sandbox.md.", ("swift_ext.sandbox.filters", "swift_ext.sandbox.limits"))
     TEMPLATE_OUTPUT_TOO_LARGE = ("template-output-too-large", Group.TEMPLATE,
                                  "One render printed or built more than `max_chars` characters (16 M; "
                                  "`SWIFT_EXT_RENDER_MAX_CHARS`), e.g. `'x' * n` with a huge n. See docs/sandbox.md.",
-                                 ("swift_ext.render",))
+                                 ("swift_ext.sandbox.limits", "swift_ext.sandbox.operators", "swift_ext.sandbox.sizes"))
     TEMPLATE_MEMORY = ("template-memory", Group.TEMPLATE,
                        "The process grew by more than `max_memory_mb` (2048; `SWIFT_EXT_RENDER_MAX_MEMORY_MB`) while "
-                       "one render ran. See docs/sandbox.md.", ("swift_ext.render",))
+                       "one render ran. See docs/sandbox.md.", ("swift_ext.sandbox.limits",))
     TEMPLATE_SANDBOX = ("template-sandbox", Group.TEMPLATE,
                         "The template reached outside the sandbox (an attribute starting with `_`, a method that "
                         "mutates its input, Python internals): its samples cannot be trusted.", ("swift_ext.render",))

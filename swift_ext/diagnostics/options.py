@@ -114,6 +114,8 @@ CLI_SPELLING: dict[str, str | Callable[[re.Match], str]] = {
     r"strict=False": "no --family",
     r"chat_template=\.\.\.": "a .jinja chat template as MODEL (with --tokenizer)",
     r"\bchat_template_kwargs\b": "--kwargs",
+    # render bounds: a command-line user sets the environment variable the message names first
+    r" or swift_ext\.render\.set_render_limits\(\w+=\.\.\.\)": "",
     # what is left of the form NAME=True/False is a chat-template switch: "thinking is off (enable_thinking=False)"
     r"\b(\w+)=(True|False)\b": _kwargs_flag,
 }

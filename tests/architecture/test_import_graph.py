@@ -19,8 +19,8 @@ LAYERS: the one place they are defined (``docs/architecture.md`` states them, ch
 layer           modules                                                                  may import
 ==============  =======================================================================  ======================
 core            everything not listed below: ``swift_ext`` (the public API), ``types``,  core
-                ``errors``, ``messages``, ``families``, ``render``, ``tokens``, ``text``,
-                ``template_facts``, ``core``, ``verify``, ``rules``
+                ``errors``, ``messages``, ``families``, ``render``, ``sandbox.*``, ``tokens``,
+                ``text``, ``template_facts``, ``core``, ``verify``, ``rules``
 rollout         ``swift_ext.rollout.*``                                                  core, rollout
 diagnostics     ``swift_ext.diagnostics.*``                                              core, rollout,
                                                                                          diagnostics (and dev
@@ -36,6 +36,10 @@ dev             ``swift_ext.dev.*`` (fixtures; not the product)                 
 An adapter never imports the other adapter (each has its own environment: LLaMA-Factory and ms-swift pin
 conflicting transformers). The one edge into ``dev`` from the product is the gate ``DEV_GATE`` of
 ``test_imports.py``: the CLI's model resolver, inside the function serving ``fixture:NAME``.
+
+Inside the core, the template sandbox (``swift_ext.sandbox``) is a chain: each of its modules imports only the ones
+before it in ``SANDBOX`` and, outside the sandbox, only ``SANDBOX_MAY_IMPORT``; nothing but ``swift_ext.render``
+(its public entry) imports it.
 """
 
 from __future__ import annotations
@@ -70,6 +74,12 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "dev": frozenset({"core", "dev"}),
 }
 ADAPTERS = frozenset({"ms_swift", "llamafactory"})
+
+SANDBOX = ("swift_ext.sandbox.limits", "swift_ext.sandbox.sizes", "swift_ext.sandbox.operators",
+           "swift_ext.sandbox.filters", "swift_ext.sandbox.compiler")
+"""The sandbox's modules in import order: each may import those before it, never one after it."""
+SANDBOX_MAY_IMPORT = frozenset({"swift_ext.errors"})
+SANDBOX_ENTRY = "swift_ext.render"
 
 KNOWN_CYCLES: tuple[frozenset[str], ...] = ()
 """Cycles accepted for now (none: the ms-swift adapter's data <-> template cycle is gone)."""
@@ -256,6 +266,28 @@ def test_every_layer_imports_only_what_it_may() -> None:
         offenders.append(f"{e.source} ({source}) imports {e.target} ({target}) at {e.where()}; "
                          f"{source} may import {', '.join(sorted(MAY_IMPORT[source]))}")
     assert not offenders, "layer violations (see the table in this file's docstring):\n" + "\n".join(offenders)
+
+
+def _sandbox_order(module: str) -> int:
+    return SANDBOX.index(module) if module in SANDBOX else len(SANDBOX)  # the package itself: after every module
+
+
+def test_the_sandbox_is_a_chain_behind_render() -> None:
+    in_sandbox = {m for m in all_modules() if m.startswith("swift_ext.sandbox.")}
+    assert in_sandbox == set(SANDBOX), f"swift_ext/sandbox/ holds {sorted(in_sandbox)}; list them in SANDBOX, in order"
+    assert any(e.source == SANDBOX_ENTRY and e.target == SANDBOX[-1] for e in EDGES)  # not vacuous
+    assert any(e.source == SANDBOX[-1] and e.target == SANDBOX[0] for e in EDGES)
+    offenders = []
+    for e in EDGES:
+        source_in, target_in = e.source in SANDBOX, e.target.startswith("swift_ext.sandbox")
+        if source_in and target_in and _sandbox_order(e.target) >= _sandbox_order(e.source):
+            offenders.append(f"{e.source} imports {e.target} at {e.where()}, which comes after it in SANDBOX")
+        elif source_in and not target_in and e.target not in SANDBOX_MAY_IMPORT:
+            offenders.append(f"{e.source} imports {e.target} at {e.where()}: the sandbox imports only "
+                             f"{', '.join(sorted(SANDBOX_MAY_IMPORT))} outside itself")
+        elif target_in and not source_in and e.source != SANDBOX_ENTRY:
+            offenders.append(f"{e.source} imports {e.target} at {e.where()}: import it from {SANDBOX_ENTRY}")
+    assert not offenders, "the template sandbox's imports (see SANDBOX):\n" + "\n".join(offenders)
 
 
 def test_docs_architecture_states_these_rules() -> None:

@@ -113,10 +113,12 @@ ADVICE = re.compile(r"\b([A-Za-z_]\w*)=('[^']*'|\"[^\"]*\"|\[[^\]]*\]|\{[^}]*\}|
 
 
 def core_messages() -> list[tuple[str, int, str]]:
-    """Every string literal of the core's modules (``swift_ext/*.py``) but docstrings, f-strings with ``{}`` in place
-    of their fields filled by ``enable_thinking`` (a chat-template switch, the only field an advice names)."""
+    """Every string literal of the core's modules (``swift_ext/*.py`` and the template sandbox behind ``render``) but
+    docstrings, f-strings with ``{}`` in place of their fields filled by ``enable_thinking`` (a chat-template switch,
+    the only field an advice names)."""
     found = []
-    for path in sorted((REPO_ROOT / "swift_ext").glob("*.py")):
+    core = [*(REPO_ROOT / "swift_ext").glob("*.py"), *(REPO_ROOT / "swift_ext" / "sandbox").glob("*.py")]
+    for path in sorted(core):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         skip = set()
         for node in ast.walk(tree):
