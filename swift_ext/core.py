@@ -329,7 +329,8 @@ class Encoder:
         self._check_calls_rendered(conversation, i, text, len(completion))
         formatted = False
         if message.reasoning and message.reasoning.strip() and not dropped:
-            completion, formatted, dropped = self._restore_reasoning(prompt, completion, message, i, thinking, policy)
+            completion, formatted, dropped = self._restore_reasoning(prompt, completion, message, i, thinking, policy,
+                                                                     conversation)
         completion, closed = self._close_open_block(prompt, completion, i)
         formatted = formatted or closed
         check_rendered(completion, message, i)
@@ -430,13 +431,18 @@ class Encoder:
             message_index=i,
         )
 
-    def _restore_reasoning(self, prompt, completion, message, i, thinking, reasoning_policy) -> tuple[str, bool, bool]:
+    def _restore_reasoning(self, prompt, completion, message, i, thinking, reasoning_policy,
+                           conversation) -> tuple[str, bool, bool]:
         """Make sure the turn's reasoning is in its completion, or say why not.
 
         The family's format is written only as far as the prompt has not written it already: after DeepSeek-R1's
         ``<think>\n`` prompt the model writes ``{reasoning}\n</think>\n\n``, not a second ``<think>``."""
         reasoning = message.reasoning
-        if rendered_beyond(reasoning.strip(), completion, message):
+        rendered = rendered_beyond(reasoning.strip(), completion, message)
+        if rendered is None:  # counting cannot tell (a short reasoning, or one the call also holds): ask the template
+            without = self._turn_text(conversation.without_reasoning(i), i, prompt)
+            rendered = self._cut_at_stop(without.completion, message, i) != completion
+        if rendered:
             return completion, False, False
         family = self.family
         if thinking is not False and family.reasoning_format and self._format_fits(prompt):

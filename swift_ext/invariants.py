@@ -7,6 +7,7 @@ own derivation of prompts and tokens. Each raises the ``ParityError`` subclass a
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 
 from .errors import TemplateRenderError, VerificationError
@@ -29,10 +30,24 @@ def message_texts(message: Message, *, reasoning: bool = True, calls: bool = Tru
     return [t.strip() for t in texts if t and t.strip()]
 
 
-def rendered_beyond(text: str, completion: str, message: Message) -> bool:
-    """``text`` occurs in the completion more often than the turn's answer and tool calls account for."""
+FOREIGN_MIN_CHARS = 12
+"""Shorter texts ("OK", "Yes") occur in many turns by chance: they are not evidence of a misplaced message."""
+
+
+def rendered_beyond(text: str, completion: str, message: Message) -> bool | None:
+    """``text`` occurs in the completion more often than the turn's answer and tool calls account for: True; it
+    does not occur at all: False; None where counting cannot tell. A short text ("0"), or one that the answer, the
+    arguments or a call's name or id also hold, is ambiguous: a call id (``functions.get_weather:0``) or arguments
+    the template re-serialises (``"\\u00c5"`` written, ``"Å"`` rendered; Kimi-K2.5) change the counts without the
+    text being rendered or dropped."""
+    found = completion.count(text)
+    if not found:
+        return False
     elsewhere = sum(t.count(text) for t in message_texts(message, reasoning=False))
-    return completion.count(text) > elsewhere
+    elsewhere += sum(f"{call.name} {call.id or ''}".count(text) for call in message.tool_calls)
+    if elsewhere or len(text) < FOREIGN_MIN_CHARS:
+        return None
+    return True
 
 
 def check_rendered(completion: str, message: Message, i: int) -> None:
@@ -45,21 +60,18 @@ def check_rendered(completion: str, message: Message, i: int) -> None:
             rule="I2-content-not-rendered",
             message_index=i,
         )
-    masked = completion
-    for text in message_texts(message, calls=False):  # a name the answer or reasoning mentions is not a call
-        masked = masked.replace(text, "")
+    # a name the answer or reasoning mentions is not a call: each call needs an occurrence of its own (counted, not
+    # cut out: cutting a short reasoning "w" out of the completion would cut "get_weather" too)
+    others = message_texts(message, calls=False)
+    calls = Counter(call.name for call in message.tool_calls)
     for call in message.tool_calls:
-        if call.name not in masked:
+        if completion.count(call.name) < calls[call.name] + sum(t.count(call.name) for t in others):
             raise TemplateRenderError(
                 f"the template does not render the turn's tool call {call.name!r} (some templates render "
                 "the call's id instead of its name: Kimi-K2 expects ids like 'functions.NAME:0')",
                 rule="template-drops-tool-calls",
                 message_index=i,
             )
-
-
-FOREIGN_MIN_CHARS = 12
-"""Shorter texts ("OK", "Yes") occur in many turns by chance: they are not evidence of a misplaced message."""
 
 
 def check_no_foreign_text(completion: str, messages: Sequence[Message], i: int) -> None:

@@ -1,0 +1,76 @@
+"""Text a turn holds twice: a short reasoning, or one that its tool call also holds (name, id, arguments).
+
+Whether the template rendered a turn's reasoning, and whether it rendered each call, cannot be told by counting
+where the same characters also stand in the call: Kimi-K2.5's ids read ``functions.get_weather:0``, and arguments
+written as JSON text (``"\\u00c5"``) are rendered re-serialised (``"Å"``). Found by the property tests on
+Kimi-K2.5: reasoning ``"0"`` with such arguments was trained twice (``00</think>``), reasoning ``"w"`` made the
+call look dropped (``template-drops-tool-calls``).
+
+Expected completions come from ``apply_chat_template`` of the real template (where it renders the reasoning), or
+from the family's documented format where it drops it (QwQ: ``{reasoning}\\n</think>\\n\\n`` after a prompt ending
+``<think>\\n``), never from the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import oracle_ids, oracle_prompt_ids, oracle_render, tokenizer
+
+import swift_ext
+
+QUESTION = {"role": "user", "content": "What is the weather in Århus?"}
+TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Current weather",
+                                         "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}
+ARGUMENTS = {"query": "Å"}
+# texts a call also holds: a digit of its id, a part of its name, the name, one letter of it
+REASONINGS = ["0", "weather", "get_weather", "w"]
+
+
+def _turn(reasoning: str, arguments: object) -> dict:
+    call = {"id": "functions.get_weather:0", "type": "function",
+            "function": {"name": "get_weather", "arguments": arguments}}
+    return {"role": "assistant", "content": "", "reasoning_content": reasoning, "tool_calls": [call]}
+
+
+def _encode_one(tok, messages) -> swift_ext.Sample:
+    (sample,) = swift_ext.encode(tok, messages, [TOOL])
+    swift_ext.verify(tok, messages, [sample], [TOOL])
+    return sample
+
+
+@pytest.mark.parametrize("reasoning", REASONINGS)
+@pytest.mark.parametrize("name", ["kimi_k2_5", "qwen3"])
+def test_reasoning_the_call_also_holds_is_trained_once(name: str, reasoning: str) -> None:
+    """Templates that render the turn's reasoning: the completion is the template's own text after the prompt."""
+    tok = tokenizer(name)
+    # JSON text with an escape, as an OpenAI client sends it; the server parses it before rendering
+    written = [QUESTION, _turn(reasoning, json.dumps(ARGUMENTS))]
+    sample = _encode_one(tok, written)
+    served = [QUESTION, _turn(reasoning, ARGUMENTS)]
+    prompt = oracle_render(tok, served[:1], [TOOL], add_generation_prompt=True)
+    full = oracle_render(tok, served, [TOOL])
+    assert full.startswith(prompt)
+    expected = full[len(prompt):full.index("<|im_end|>", len(prompt)) + len("<|im_end|>")]
+    (span,) = sample.turns
+    assert span.completion_text == expected
+    assert sample.input_ids[:span.label_start] == oracle_prompt_ids(tok, served[:1], [TOOL])
+    assert sample.labels[span.label_start:span.label_end] == oracle_ids(tok, expected)
+
+
+@pytest.mark.parametrize("reasoning", REASONINGS)
+def test_reasoning_a_template_drops_is_restored_once(reasoning: str) -> None:
+    """QwQ renders no reasoning and its prompt ends ``<think>\\n``: the model writes ``{reasoning}\\n</think>\\n\\n``
+    and then the call, even where the call's name holds the reasoning's text (counting would call it rendered)."""
+    tok = tokenizer("qwq")
+    messages = [QUESTION, _turn(reasoning, ARGUMENTS)]
+    sample = _encode_one(tok, messages)
+    prompt = oracle_render(tok, messages[:1], [TOOL], add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n")
+    full = oracle_render(tok, messages, [TOOL])
+    turn_start = len(prompt) - len("<think>\n")
+    call = full[turn_start:full.index("<|im_end|>", turn_start) + len("<|im_end|>")]
+    assert "</think>" not in call  # the template renders no reasoning block for the turn
+    (span,) = sample.turns
+    assert span.completion_text == f"{reasoning}\n</think>\n\n{call}"
