@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..diagnostics.auditing import AuditInterrupted, AuditSettings, AuditSummary, run_audit
+from ..diagnostics.auditing import AuditInterrupted, AuditSettings, AuditSummary, EngineError, run_audit
 from ..diagnostics.options import (
     add_encode_arguments,
     add_model_arguments,
@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-failures", action="store_true", help="exit 0 even when rows failed")
     parser.add_argument("--verify", action="store_true", help="also run swift_ext.verify on every row (slower)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--engine", choices=("pool", "ray"), default="pool",
+                        help="pool: worker processes on this machine (default); ray: Ray Data, --workers encoder "
+                             "actors (needs pip install \"swift-ext[ray]\")")
+    parser.add_argument("--ray-address", metavar="ADDRESS",
+                        help="with --engine ray: join this Ray cluster (e.g. auto, ray://head:10001); default: "
+                             "start a local Ray")
     add_encode_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -66,12 +72,14 @@ def run(args: argparse.Namespace) -> int:
     errors = Console(stderr=True)
     settings = AuditSettings(options_from_args(args), args.max_length, args.verify)
     try:
+        if args.ray_address and args.engine != "ray":
+            raise EngineError("--ray-address needs --engine ray")
         check_dataset(args.data)
         source = load_source(args.model, args.tokenizer)
         total = count_rows(args.data)
         with _signals_stop_the_audit():
             summary = _audit(source, args, settings, errors, total)
-    except (SourceError, DatasetError, ParityError, OSError) as exc:
+    except (SourceError, DatasetError, EngineError, ParityError, OSError) as exc:
         print_error(errors, "audit", str(exc))
         return 2
     data = summary.to_dict()
@@ -91,8 +99,14 @@ def _audit(source, args: argparse.Namespace, settings: AuditSettings, console: C
                         TimeRemainingColumn(), console=console, disable=args.no_progress, transient=False)
     with progress:
         task = progress.add_task("rows", total=total)
+        on_rows = lambda n: progress.advance(task, n)  # noqa: E731
+        if args.engine == "ray":  # Ray is optional: imported only here
+            from ..diagnostics.ray_engine import run_audit_ray
+
+            return run_audit_ray(source, args.data, settings, workers=args.workers, tokenizer=args.tokenizer,
+                                 address=args.ray_address, on_rows=on_rows)
         return run_audit(source, args.data, settings, workers=args.workers, tokenizer=args.tokenizer,
-                         on_rows=lambda n: progress.advance(task, n))
+                         on_rows=on_rows)
 
 
 @contextmanager

@@ -65,6 +65,11 @@ class AuditInterrupted(Exception):
         self.signal_name = signal_name
 
 
+class EngineError(RuntimeError):
+    """An audit engine cannot run (``--engine ray`` without Ray, a format it does not read, a failed Ray
+    pipeline): one line for the user, exit 2."""
+
+
 @dataclass
 class AuditSettings:
     options: CommandOptions = field(default_factory=CommandOptions)
