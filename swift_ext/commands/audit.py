@@ -20,6 +20,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from ..diagnostics.auditing import AuditInterrupted, AuditSettings, AuditSummary, EngineError, run_audit
 from ..diagnostics.options import (
@@ -33,6 +34,7 @@ from ..diagnostics.rows import DatasetError, check_dataset, count_rows, original
 from ..diagnostics.source import SourceError, load_source
 from ..diagnostics.terminal import audit_renderables, print_all, print_error
 from ..errors import ParityError
+from ..families import resolve_family
 
 EXIT_BY_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         failed["message"] = cli_advice(failed["message"])
     for group in data["failures"].values():
         group["example"] = cli_advice(group["example"])
-    print_all(Console(), audit_renderables(data, source.label, args.data, total))
+    print_all(Console(), audit_renderables(data, source.label, args.data, total) + history_note(data, source, args))
     _write_outputs(args, summary, data, errors)
     if summary.interrupted:
         return EXIT_BY_SIGNAL.get(summary.interrupted, 1)
@@ -107,6 +109,45 @@ def _audit(source, args: argparse.Namespace, settings: AuditSettings, console: C
                                  address=args.ray_address, on_rows=on_rows)
         return run_audit(source, args.data, settings, workers=args.workers, tokenizer=args.tokenizer,
                          on_rows=on_rows)
+
+
+def history_note(data: dict[str, Any], source: Any, args: argparse.Namespace) -> list[Text]:
+    """What history rewriting costs on this dataset (emitted tokens against one render of each conversation) and
+    the options that emit fewer, when a row needed several samples. Costs measured: docs/cli.md, "History
+    rewriting" (``benchmarks/history_rewriting.py``)."""
+    heaviest = data.get("heaviest_row")
+    if not data.get("rows_several_samples") or heaviest is None:
+        return []
+    where = f"row {heaviest['row']}" + (f" (line {heaviest['line']})" if heaviest["line"] else "")
+    factor = heaviest["emitted_tokens"] / heaviest["full_render_tokens"] if heaviest["full_render_tokens"] else 0.0
+    cost = Text(
+        f"history rewriting: {data['rows_several_samples']:,} of {data['rows_ok']:,} rows need several samples (the "
+        "template rewrites earlier turns, e.g. drops their reasoning, so each sample repeats the conversation so "
+        f"far): {data['emitted_tokens']:,} tokens emitted where one render of each conversation holds "
+        f"{data['full_render_tokens']:,} ({data['emitted_token_ratio']:.2f}x). Heaviest: {where}, "
+        f"{heaviest['samples']:,} samples, {heaviest['emitted_tokens']:,} tokens ({factor:.1f}x its render).",
+        "yellow")
+    options = Text(f"to emit fewer tokens: {_keep_option(source, args)} · --train-turns last (one sample per row; "
+                   "only its last turn is trained) · ms-swift --loss_scale last_round (only the turns after the last "
+                   "user message are trained). Their costs on a 200-query chat: docs/cli.md, History rewriting.")
+    return [cost, options]
+
+
+def _keep_option(source: Any, args: argparse.Namespace) -> str:
+    """``--history-reasoning keep`` as it applies to this template: its switch, or why it is not available."""
+    if getattr(args, "history_reasoning", None) == "keep":
+        return "--history-reasoning keep is on"
+    template = source.chat_template or getattr(source.tokenizer, "chat_template", None)
+    try:
+        family = resolve_family(template if isinstance(template, str) else "", args.family, strict=False)
+    except ParityError:
+        return "--history-reasoning keep (where the template has a keep-history switch)"
+    if family.keep_history_kwarg is None:
+        return (f"--history-reasoning keep is not available ({family.name}: the template has no keep-history "
+                "switch)")
+    switch = f"{family.keep_history_kwarg}={family.keep_history_value!r}"
+    return (f"--history-reasoning keep (the template's {switch}: one sample per row with every turn trained, past "
+            "reasoning kept in the prompt; serve with the same switch)")
 
 
 @contextmanager
