@@ -64,8 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="pool: worker processes on this machine (default); ray: Ray Data, --workers encoder "
                              "actors (needs pip install \"swift-ext[ray]\")")
     parser.add_argument("--ray-address", metavar="ADDRESS",
-                        help="with --engine ray: join this Ray cluster (e.g. auto, ray://head:10001); default: "
-                             "start a local Ray")
+                        help="with --engine ray: join this Ray cluster (auto: the one `ray start` runs on this "
+                             "machine; or its address); default: start a local Ray of its own")
     add_encode_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -122,7 +122,8 @@ def history_note(data: dict[str, Any], source: Any, args: argparse.Namespace) ->
     factor = heaviest["emitted_tokens"] / heaviest["full_render_tokens"] if heaviest["full_render_tokens"] else 0.0
     cost = Text(
         f"history rewriting: {data['rows_several_samples']:,} of {data['rows_ok']:,} rows need several samples (the "
-        "template rewrites earlier turns, e.g. drops their reasoning, so each sample repeats the conversation so "
+        "template renders earlier turns differently once a later query follows, e.g. without their reasoning, so "
+        "each sample repeats the conversation so "
         f"far): {data['emitted_tokens']:,} tokens emitted where one render of each conversation holds "
         f"{data['full_render_tokens']:,} ({data['emitted_token_ratio']:.2f}x). Heaviest: {where}, "
         f"{heaviest['samples']:,} samples, {heaviest['emitted_tokens']:,} tokens ({factor:.1f}x its render).",

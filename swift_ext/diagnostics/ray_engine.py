@@ -262,7 +262,8 @@ def _connect(ray: Any, address: str | None, workers: int) -> bool:
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise EngineError(f"cannot join the Ray cluster at {address}: {_first_line(exc)}") from None
     else:
-        ray.init(num_cpus=workers + 1, **common)
+        # "local": a Ray of its own, even where a cluster runs on this machine (ray.init() would join that one)
+        ray.init(address="local", num_cpus=workers + 1, **common)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the command draws its own
     context.print_on_execution_start = False
