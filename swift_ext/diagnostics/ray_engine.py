@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -38,7 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .auditing import AuditInterrupted, AuditSettings, AuditSummary, EngineError, RowResult, audit_raw
+from .auditing import (
+    TEST_KILL_LINE,
+    AuditInterrupted,
+    AuditSettings,
+    AuditSummary,
+    EngineError,
+    RowResult,
+    audit_raw,
+)
 from .rows import BOM, RawRow, _raw_objects
 from .source import ModelSource, load_source
 
@@ -208,7 +217,13 @@ class RowEncoder:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
-        results = [audit_raw(self.source, self.audit_settings, pickle.loads(raw)) for raw in batch["raw"]]
+        kill_line = os.environ.get(TEST_KILL_LINE)  # the pool's test hook: this worker dies on that line
+        results = []
+        for blob in batch["raw"]:
+            raw = pickle.loads(blob)
+            if kill_line and str(raw.line) == kill_line:
+                os.kill(os.getpid(), signal.SIGKILL)
+            results.append(audit_raw(self.source, self.audit_settings, raw))
         return {"result": np.array([pickle.dumps(result) for result in results], dtype=object)}
 
 

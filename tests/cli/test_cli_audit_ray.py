@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -157,3 +158,18 @@ def test_ray_options_need_the_ray_engine_and_a_readable_format(cli, tmp_path: Pa
     array.write_text(json.dumps([{"messages": HI}]), encoding="utf-8")
     result = cli("audit", "fixture:qwen3", array, "--engine", "ray", "--no-progress")
     assert result.code == 2 and "JSON array" in result.err and "--engine pool" in result.err
+
+
+def test_a_worker_that_dies_stops_the_pass_with_an_error(tmp_path: Path) -> None:
+    """A Ray worker killed on a row (the pool's test hook) ends the command with exit 2 and Ray's error in one
+    line, in bounded time: Ray Data's default (restart the actor, retry the batch, forever) would loop."""
+    require_ray()
+    data = write_lines(tmp_path / "data.jsonl", mixed_rows(40))
+    env = {**os.environ, "_SWIFT_EXT_TEST_KILL_LINE": "6", "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+    code = "import sys; from swift_ext.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", code, "audit", "fixture:qwen3", str(data), "--engine", "ray",
+                           "--workers", "2", "--no-progress"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("swift-ext audit: the Ray pipeline failed after "), last
