@@ -243,7 +243,11 @@ def run_audit_ray(source: ModelSource, path: str, settings: AuditSettings, *, wo
     summary = AuditSummary(max_length=settings.max_length)
     start = time.perf_counter()
     datasource, summary.blank_lines = make_datasource(path, workers)  # before Ray starts: a bad format fails fast
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     started = _connect(ray, address, workers)
+    for sig, handler in handlers.items():  # ray.init installs its own SIGTERM handler, which kills the driver
+        if callable(handler):
+            signal.signal(sig, handler)
     try:
         try:
             for result in _results(ray, datasource, source.spec, tokenizer, settings, workers):

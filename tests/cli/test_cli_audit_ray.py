@@ -15,8 +15,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -173,3 +175,75 @@ def test_a_worker_that_dies_stops_the_pass_with_an_error(tmp_path: Path) -> None
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("swift-ext audit: the Ray pipeline failed after "), last
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every process below ``pid`` (Ray's raylet, GCS and workers are), with its command line."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            ppid = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "0")
+            parents[int(entry)] = int(ppid)
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        current = frontier.pop()
+        for child, parent in parents.items():
+            if parent == current and child not in found:
+                try:
+                    found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                frontier.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_ray_and_prints_the_partial_summary(tmp_path: Path) -> None:
+    """SIGTERM during a Ray pass: the summary of the rows finished, exit 143, and the local Ray (raylet, GCS,
+    encoder actors) gone with the command (ray.init installs a SIGTERM handler of its own that would kill the
+    driver without a summary)."""
+    require_ray()
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}?"},
+                          {"role": "assistant", "content": f"Answer {i}."}]} for i in range(12_000)]
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                        os.environ.get("PYTHONPATH", "")]), "COLUMNS": "200"}
+    env.pop("SWIFT_EXT_DEBUG", None)
+    process = subprocess.Popen([sys.executable, "-m", "swift_ext.cli", "audit", "fixture:qwen3", str(data),
+                                "--engine", "ray", "--workers", "2", "--no-progress", "--json",
+                                str(tmp_path / "summary.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    deadline = time.monotonic() + 300
+    ray_processes: dict[int, str] = {}
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        ray_processes = _descendants(process.pid)
+        if sum("MapWorker" in cmd for cmd in ray_processes.values()) >= 2:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the ray audit started no encoder actors")
+    time.sleep(10)  # the actors load the tokenizer, then encode (how many rows by now depends on the machine)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["interrupted"] == "SIGTERM" and summary["rows"] < 12_000
+    assert summary["rows_ok"] + summary["rows_failed"] == summary["rows"]
+    assert out.splitlines()[0].startswith(f"interrupted by SIGTERM after {summary['rows']:,} of 12,000 rows")
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in ray_processes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not {pid: cmd for pid, cmd in ray_processes.items() if _alive(pid)}, "a Ray process outlived the audit"
