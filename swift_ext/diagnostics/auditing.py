@@ -65,6 +65,11 @@ class AuditInterrupted(Exception):
         self.signal_name = signal_name
 
 
+class EngineError(RuntimeError):
+    """An audit engine cannot run (``--engine ray`` without Ray, a format it does not read, a failed Ray
+    pipeline): one line for the user, exit 2."""
+
+
 @dataclass
 class AuditSettings:
     options: CommandOptions = field(default_factory=CommandOptions)
@@ -107,6 +112,19 @@ class FailedRow:
 
 
 @dataclass
+class HeaviestRow:
+    """The row whose samples repeat the most tokens of its conversation (history rewriting), as ``--json`` lists
+    it: ``extra_tokens`` is emitted minus one render of the whole conversation."""
+
+    row: int
+    line: int | None
+    samples: int
+    emitted_tokens: int
+    full_render_tokens: int
+    extra_tokens: int
+
+
+@dataclass
 class AuditSummary:
     """Totals over a dataset; ``to_dict`` adds the ratios."""
 
@@ -128,6 +146,10 @@ class AuditSummary:
     worker_restarts: int = 0
     interrupted: str | None = None
     """The signal that stopped the pass (``SIGTERM``, ``SIGINT``); None when every row was read."""
+    rows_several_samples: int = 0
+    """Rows encoded into more than one sample: the template rewrites their history (Qwen3 drops past reasoning),
+    so each sample repeats the conversation so far."""
+    heaviest_row: HeaviestRow | None = None
     row_forms: Counter = field(default_factory=Counter)
     """Rows per form (``messages``, ``conversations``, ``query/response``, ...): ms-swift reads a file that mixes
     forms with one preprocessor and drops the rows of the others."""
@@ -140,6 +162,7 @@ class AuditSummary:
             self._fail(result)
             return
         self.stats.merge(result.stats)
+        self._count_history(result)
         self.rows_zero_trained += result.zero_trained
         self.rows_truncated += result.samples_truncated > 0
         self.rows_reasoning_dropped += result.stats.reasoning_dropped > 0
@@ -147,6 +170,18 @@ class AuditSummary:
         self.samples_dropped += result.samples_dropped
         self.tokens_cut += result.tokens_cut
         self.trained_tokens_cut += result.labels_cut
+
+    def _count_history(self, result: RowResult) -> None:
+        stats = result.stats
+        if stats.samples <= 1:
+            return
+        self.rows_several_samples += 1
+        extra = stats.emitted_tokens - stats.full_render_tokens
+        best = self.heaviest_row
+        # results arrive out of order (workers): the lowest row index wins a tie, whatever the engine
+        if best is None or (extra, -result.index) > (best.extra_tokens, -best.row):
+            self.heaviest_row = HeaviestRow(result.index, result.line, stats.samples, stats.emitted_tokens,
+                                            stats.full_render_tokens, extra)
 
     def _fail(self, result: RowResult) -> None:
         self.rows_failed += 1
@@ -183,6 +218,8 @@ class AuditSummary:
             "emitted_tokens": stats.emitted_tokens,
             "full_render_tokens": stats.full_render_tokens,
             "emitted_token_ratio": stats.emitted_ratio,
+            "rows_several_samples": self.rows_several_samples,
+            "heaviest_row": asdict(self.heaviest_row) if self.heaviest_row is not None else None,
             "trained_tokens": stats.trained_tokens,
             "trained_token_share": stats.trained_tokens / stats.emitted_tokens if stats.emitted_tokens else 0.0,
             "trained_turns": stats.trained_turns,

@@ -186,3 +186,44 @@ def test_json_array_and_parquet_files(tmp_path: Path) -> None:
     table = pyarrow.Table.from_pylist([{"messages": HI}, {"messages": HI}])
     pq.write_table(table, tmp_path / "data.parquet")
     assert [r.messages for r in iter_rows(tmp_path / "data.parquet")] == [HI, HI]
+
+
+def _chat(queries: int) -> list[dict[str, Any]]:
+    """``queries`` user queries, each answered with reasoning: Qwen3 drops past reasoning at every new query."""
+    messages: list[dict[str, Any]] = []
+    for i in range(queries):
+        messages += [{"role": "user", "content": f"Q{i}"},
+                     {"role": "assistant", "content": f"A{i}", "reasoning_content": f"R{i}"}]
+    return messages
+
+
+@pytest.mark.parametrize("name, keep", [("qwen3", None), ("qwen3_6", "preserve_thinking=True")])
+def test_audit_reports_what_history_rewriting_costs(cli, tmp_path: Path, name: str, keep: str | None) -> None:
+    """A 200-query chat with reasoning on every turn: 200 samples, the emitted tokens against one render, the
+    heaviest row, and the options that emit fewer (the keep-history switch only where the template has one)."""
+    chat = _chat(200)
+    data = write_jsonl(tmp_path / "chat.jsonl", [{"messages": HI}, {"messages": chat}])
+    tokenizer = load_tokenizer(name)
+    stats = swift_ext.EncodeStats()
+    samples = swift_ext.encode(tokenizer, chat, stats=stats)
+    assert len(samples) == 200 and stats.emitted_tokens == sum(len(s) for s in samples)
+    result, summary = _audit(cli, tmp_path, f"fixture:{name}", data, "--workers", "1", "--no-progress")
+    assert result.code == 0
+    assert summary["rows_several_samples"] == 1
+    assert summary["heaviest_row"] == {"row": 1, "line": 2, "samples": 200, "emitted_tokens": stats.emitted_tokens,
+                                       "full_render_tokens": stats.full_render_tokens,
+                                       "extra_tokens": stats.emitted_tokens - stats.full_render_tokens}
+    out = " ".join(result.out.split())  # unwrapped
+    assert (f"Heaviest: row 1 (line 2), 200 samples, {stats.emitted_tokens:,} tokens "
+            f"({stats.emitted_tokens / stats.full_render_tokens:.1f}x its render)") in out
+    assert "--train-turns last" in out and "--loss_scale last_round" in out
+    if keep is None:
+        assert "--history-reasoning keep is not available (qwen3: the template has no keep-history switch)" in out
+        return
+    assert f"--history-reasoning keep (the template's {keep}" in out
+    kept = swift_ext.encode(tokenizer, chat, history_reasoning="keep")
+    result, summary = _audit(cli, tmp_path, f"fixture:{name}", data, "--workers", "1", "--no-progress",
+                             "--history-reasoning", "keep")
+    assert len(kept) == 1 and summary["rows_several_samples"] == 0 and summary["heaviest_row"] is None
+    assert summary["emitted_tokens"] == len(kept[0]) + len(swift_ext.encode(tokenizer, HI)[0])
+    assert "history rewriting" not in result.out
