@@ -407,6 +407,12 @@ class _Parallel:
         self._collect(ALL_COMPLETED)
 
     def _collect(self, how: str) -> None:
+        self._gather(how)
+        if self.lost:
+            self._recover()
+
+    def _gather(self, how: str) -> None:
+        """Report the finished batches; a failed one's rows are lost (to be retried)."""
         finished, _ = wait(self.pending, return_when=how)
         for future in finished:
             batch = self.pending.pop(future)
@@ -414,13 +420,11 @@ class _Parallel:
                 self.done(future.result())
             else:
                 self.lost += batch
-        if self.lost:
-            self._recover()
 
     def _recover(self) -> None:
         """A worker died (or a batch could not come back): every batch in flight is lost with the pool. Rebuild
         it and retry each lost row once, alone, so only a row that fails again is counted against itself."""
-        self._collect_all_lost()
+        self._gather(ALL_COMPLETED)  # a broken pool fails the rest at once
         rows, self.lost = sorted(self.lost, key=lambda r: r.index), []
         self._restart()
         for raw in rows:
@@ -433,15 +437,6 @@ class _Parallel:
             self.done([_lost_row(raw, error)])
             if isinstance(error, BrokenProcessPool):
                 self._restart()
-
-    def _collect_all_lost(self) -> None:
-        finished, _ = wait(self.pending, return_when=ALL_COMPLETED)  # a broken pool fails the rest at once
-        for future in finished:
-            batch = self.pending.pop(future)
-            if future.exception() is None:
-                self.done(future.result())
-            else:
-                self.lost += batch
 
     def _restart(self) -> None:
         self.pool.restart()
