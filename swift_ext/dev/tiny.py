@@ -63,3 +63,80 @@ def build_tiny_model(fixture_name: str, out_dir: Path, arch: str = "qwen3", seed
     torch.manual_seed(seed)
     AutoModelForCausalLM.from_config(config).save_pretrained(str(out_dir))
     return out_dir
+
+
+# ----------------------------------------------------------------------------------------- vision-language models
+VL_ARCHITECTURES = ("qwen3_5",)
+"""``model_type`` of a tiny vision-language model; also ms-swift's ``--model_type`` for it (Qwen3.5 and Qwen3.6
+dense checkpoints are both ``qwen3_5``: Qwen/Qwen3.6-27B's config says so)."""
+
+# Qwen/Qwen3.5-4B's preprocessor_config.json / video_preprocessor_config.json, as published: the Qwen2-VL image
+# processor with patch 16, merge 2, temporal patch 2. Only ``size`` is smaller here (the published minimum is
+# 65536 pixels, 64 tokens an image; a tiny model on a CPU wants a few tokens), so the tests' small images keep
+# their size; every other field is the model's.
+_QWEN3_5_IMAGE = {
+    "image_processor_type": "Qwen2VLImageProcessorFast", "processor_class": "Qwen3VLProcessor",
+    "patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
+    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_rescale": True, "rescale_factor": 1 / 255,
+    "do_normalize": True, "do_resize": True, "do_convert_rgb": True,
+    "size": {"shortest_edge": 32 * 32, "longest_edge": 128 * 32 * 32},
+}
+_QWEN3_5_VIDEO = {
+    "video_processor_type": "Qwen3VLVideoProcessor", "processor_class": "Qwen3VLProcessor",
+    "patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
+    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_rescale": True, "rescale_factor": 1 / 255,
+    "do_normalize": True, "do_resize": True, "do_convert_rgb": True, "do_sample_frames": True,
+    "fps": 2, "min_frames": 4, "max_frames": 8,
+    "size": {"shortest_edge": 32 * 32, "longest_edge": 8 * 128 * 32 * 32},
+}
+
+
+def tiny_vl_config(fixture_name: str, arch: str = "qwen3_5") -> Any:
+    """A one-layer vision-language config (text and vision tower) sized to the fixture tokenizer, with the
+    media token ids the tokenizer gives ``<|image_pad|>`` / ``<|video_pad|>`` / ``<|vision_start|>`` /
+    ``<|vision_end|>``."""
+    from transformers import Qwen3_5Config
+
+    if arch not in VL_ARCHITECTURES:
+        raise ValueError(f"arch must be one of {VL_ARCHITECTURES}, got {arch!r}")
+    tok = fixtures.load_tokenizer(fixture_name)
+    ids = {key: tok.convert_tokens_to_ids(token) for key, token in (
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+    # head_dim 16 with a quarter of it rotary (the published partial_rotary_factor): 4 rotary dims, split over
+    # time/height/width as the real mrope_section [11, 11, 10] splits 32.
+    text = {"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16, "layer_types": ["full_attention"],
+            "max_position_embeddings": 4096, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id, "tie_word_embeddings": True,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25,
+                                "mrope_section": [1, 1, 0], "mrope_interleaved": True}}
+    vision = {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 16,
+              "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 32,
+              "num_position_embeddings": 64}
+    return Qwen3_5Config(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
+
+
+def write_processor_configs(out_dir: Path, arch: str = "qwen3_5") -> Path:
+    """The processor's config files (image, video, processor) of ``arch``, into a model folder."""
+    import json
+
+    files = {"preprocessor_config.json": _QWEN3_5_IMAGE, "video_preprocessor_config.json": _QWEN3_5_VIDEO,
+             "processor_config.json": {"processor_class": "Qwen3VLProcessor"}}
+    for name, data in files.items():
+        (out_dir / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return out_dir
+
+
+def build_tiny_vl_model(fixture_name: str, out_dir: Path, arch: str = "qwen3_5", seed: int = 0) -> Path:
+    """A randomly initialised one-layer vision-language model (``Qwen3_5ForConditionalGeneration``), the
+    fixture's tokenizer files and the processor configs, in ``out_dir``: what ``AutoProcessor`` and ms-swift's
+    ``--model_type qwen3_5`` load."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    copy_tokenizer_files(fixture_name, out_dir)
+    write_processor_configs(out_dir, arch)
+    torch.manual_seed(seed)
+    AutoModelForImageTextToText.from_config(tiny_vl_config(fixture_name, arch)).save_pretrained(str(out_dir))
+    return out_dir

@@ -1,8 +1,29 @@
-"""Text-only use of ms-swift's vision-language template classes (Qwen3.5/3.6 are one in ms-swift)."""
+"""Media in parity templates: ms-swift's vision-language template classes, with and without a vision model.
+
+Qwen3.5/3.6 and Gemma-4 are vision-language templates in ms-swift. With a text-only model the vision hooks are
+skipped (``TextOnlyVisionMixin``), so no vision stack (torchvision, qwen_vl_utils) is needed. With a multimodal
+model ms-swift's own multimodal path runs: its media loading (``replace_tag``: qwen_vl_utils' ``fetch_image`` /
+``fetch_video`` for Qwen), then its placeholder expansion and processor call in the template class's ``_encode``,
+over the parity token ids. Two things are the parity template's (``sample_media``, ``load_media``):
+
+* each sample carries exactly the media its tokens refer to: a conversation split into several samples by
+  history rewriting (Qwen3.5/3.6) gives sample *k* the images and videos of the messages it holds, in order, not
+  every item of the row (ms-swift's ``_encode`` processes all of ``inputs.images``);
+* images are resized within the model's own processor limits (``preprocessor_config.json`` ``size``), as an
+  inference server's processor resizes them, not within qwen_vl_utils' defaults (4 to 16384 tokens an image
+  where Qwen3.5's published processor asks for at least 64: a small image would get fewer image tokens in
+  training than at inference).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from swift.template import Template
+
+from ..errors import TemplateRenderError
+from ..types import Sample
+from .conversion import MEDIA_KINDS, media_counts
 
 
 class TextOnlyVisionMixin:
@@ -33,3 +54,62 @@ class TextOnlyVisionMixin:
         if self._parity_text_only():
             return Template.forward_context(self, model, inputs)
         return super().forward_context(model, inputs)
+
+
+def media_token_id(template: Any, kind: str) -> int | None:
+    """The token id the template's ``_encode`` expands for one ``kind`` item: a class attribute for Qwen
+    (``Qwen3_5Template.image_token_id``), the model config's for Gemma-4 (``config.image_token_id``)."""
+    value = getattr(template, f"{kind}_token_id", None)
+    if value is None:
+        try:
+            value = getattr(template.config, f"{kind}_token_id", None)
+        except Exception:  # no model config (a processor built without one)
+            value = None
+    return value if isinstance(value, int) else None
+
+
+def sample_media(template: Any, inputs: Any, messages: list[dict[str, Any]], sample: Sample) -> None:
+    """Keep in ``inputs`` (a copy of the row's) the media of ``sample`` only: the items of the messages before
+    its last trained turn, in order (assistant turns hold none), checked against the placeholders in its ids."""
+    end = max((turn.message_index for turn in sample.turns), default=len(messages))
+    counts = media_counts(messages[:end])
+    for kind in MEDIA_KINDS:
+        items = getattr(inputs, f"{kind}s", None)
+        if not items:
+            continue
+        token = media_token_id(template, kind)
+        if token is not None and sample.input_ids.count(token) != counts[kind]:
+            raise TemplateRenderError(
+                f"a sample of this row holds {sample.input_ids.count(token)} {kind} placeholder token(s) where "
+                f"its messages have {counts[kind]} {kind}(s): the template dropped or repeated media (or "
+                "--max_length cut through it), so no item list can match its tokens",
+                rule="template-media-placeholders", message_index=end)
+        setattr(inputs, f"{kind}s", items[:counts[kind]])
+
+
+def _processor_pixel_bounds(template: Any, kind: str) -> dict[str, int]:
+    """``min_pixels`` / ``max_pixels`` from the model's image or video processor (``size``: ``shortest_edge`` /
+    ``longest_edge`` are pixel counts for the Qwen2-VL processor family), for qwen_vl_utils' ``fetch_*``."""
+    processor = getattr(getattr(template, "processor", None), f"{kind}_processor", None)
+    size = getattr(processor, "size", None)
+    bounds = {}
+    if isinstance(size, dict) or hasattr(size, "get"):
+        if size.get("shortest_edge"):
+            bounds["min_pixels"] = int(size["shortest_edge"])
+        if size.get("longest_edge"):
+            bounds["max_pixels"] = int(size["longest_edge"])
+    return bounds
+
+
+def load_media(template: Any, inputs: Any) -> None:
+    """ms-swift's own media loading for each item of the row (``replace_tag``, which ms-swift calls for each
+    ``<image>`` / ``<video>`` tag of text it tokenizes; the parity template hands it token ids instead). Images
+    are resized within the model processor's limits unless the row's ``chat_template_kwargs`` set them."""
+    saved = inputs.chat_template_kwargs
+    try:
+        for kind in ("image", "video"):
+            inputs.chat_template_kwargs = {**_processor_pixel_bounds(template, kind), **(saved or {})}
+            for index in range(len(getattr(inputs, f"{kind}s", None) or [])):
+                template.replace_tag(kind, index, inputs)
+    finally:
+        inputs.chat_template_kwargs = saved
