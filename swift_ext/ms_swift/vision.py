@@ -101,10 +101,34 @@ def _processor_pixel_bounds(template: Any, kind: str) -> dict[str, int]:
     return bounds
 
 
+def _processor_resize(template: Any) -> Any:
+    """``(height, width) -> (height, width)``: the model's image processor's own ``smart_resize`` with its factor
+    and pixel limits, or None when its module has none (not the Qwen2-VL processor family).
+
+    qwen_vl_utils' ``smart_resize`` differs from transformers' at the edges (a side under half a patch rounds up to
+    one patch there and to zero, then scaled up to the minimum, here: an 8x9 image is a 2x2 grid for
+    qwen_vl_utils and 4x2 for Qwen3.5's processor), so the processor's own function decides the size."""
+    import sys
+
+    processor = getattr(getattr(template, "processor", None), "image_processor", None)
+    resize = getattr(sys.modules.get(type(processor).__module__), "smart_resize", None)
+    patch, merge = getattr(processor, "patch_size", None), getattr(processor, "merge_size", None)
+    bounds = _processor_pixel_bounds(template, "image")
+    if resize is None or not patch or not merge or len(bounds) != 2:
+        return None
+    return lambda height, width: resize(height, width, factor=patch * merge, **bounds)
+
+
 def load_media(template: Any, inputs: Any) -> None:
     """ms-swift's own media loading for each item of the row (``replace_tag``, which ms-swift calls for each
     ``<image>`` / ``<video>`` tag of text it tokenizes; the parity template hands it token ids instead). Images
     are resized within the model processor's limits unless the row's ``chat_template_kwargs`` set them."""
+    resize = _processor_resize(template)
+    for index, image in enumerate(inputs.images or []):
+        if resize is not None and hasattr(image, "size") and hasattr(image, "resize"):
+            height, width = resize(image.size[1], image.size[0])
+            if (width, height) != tuple(image.size):
+                inputs.images[index] = image.resize((width, height))  # PIL's bicubic, as qwen_vl_utils resizes
     saved = inputs.chat_template_kwargs
     try:
         for kind in ("image", "video"):

@@ -1,0 +1,198 @@
+"""Qwen3.5 / Qwen3.6 parity templates with images, through ms-swift's own multimodal pipeline (media loading,
+placeholder expansion, the model's processor), against the model's own Hugging Face processor.
+
+For every trained turn: the tokens before its labels are the processor's output for the turn's generation prompt
+with the images of ``messages[:i]``, its labels are exactly the generated tokens, and the sample that holds it
+carries exactly its images (``image_grid_thw`` and ``pixel_values`` equal the processor's), also when Qwen's
+history rewriting splits the conversation into several samples."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mm_helpers import gradient, match_turns, oracle_turns, require_vision
+
+require_vision()
+
+import torch  # noqa: E402
+
+import swift_ext.ms_swift as ms  # noqa: E402
+from swift_ext.dev import testing, tiny  # noqa: E402
+from swift_ext.errors import ParityError  # noqa: E402
+
+ms.register()
+
+from swift.dataset import AddLengthPreprocessor, LazyLLMDataset, load_dataset  # noqa: E402
+from swift.model import get_model_processor  # noqa: E402
+from swift.template import get_template  # noqa: E402
+
+STOPS = ("<|im_end|>",)
+FAMILIES = {"qwen3_5": "qwen3_5_parity", "qwen3_6": "qwen3_6_parity"}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def model(request, tmp_path_factory):
+    """(template name, ms-swift processor) of a tiny random Qwen3.5-architecture VL model built from the
+    fixture's tokenizer, with processor configs written beside it."""
+    testing.fixture_dir(request.param)
+    folder = tiny.build_tiny_vl_model(request.param, tmp_path_factory.mktemp(request.param))
+    return FAMILIES[request.param], get_model_processor(str(folder), load_model=False, model_type="qwen3_5")[1]
+
+
+def _template(model, **kwargs):
+    name, processor = model
+    template = get_template(processor, template_type=name, template_backend="jinja", **kwargs)
+    template.set_mode("train")
+    return template
+
+
+IMAGES = [gradient(96, 64, 1), gradient(128, 64, 2), gradient(64, 64, 3)]
+"""Sizes the processor keeps (multiples of 32 inside its pixel limits), so pixel values compare exactly."""
+
+TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look up a colour name",
+                                           "parameters": {"type": "object", "properties": {
+                                               "rgb": {"type": "string"}}, "required": ["rgb"]}}}]
+
+
+def conversation(image_part):
+    """Three user turns with an image each, reasoning, and a tool call between (HF / OpenAI form)."""
+    def user(text, k):
+        return {"role": "user", "content": [image_part(k), {"type": "text", "text": text}]}
+    return [
+        user("What colour is this?", 0),
+        {"role": "assistant", "content": "Mostly red.", "reasoning_content": "Red dominates."},
+        user("Name the colour of this one.", 1),
+        {"role": "assistant", "content": "", "reasoning_content": "Ask the tool.",
+         "tool_calls": [{"type": "function", "function": {"name": "lookup", "arguments": {"rgb": "00ff00"}}}]},
+        {"role": "tool", "content": "green"},
+        {"role": "assistant", "content": "It is green.", "reasoning_content": "The tool says green."},
+        user("And this?", 2),
+        {"role": "assistant", "content": "Blue-ish.", "reasoning_content": "Bluer."},
+    ]
+
+
+def oracle_messages():
+    return conversation(lambda k: {"type": "image"})
+
+
+def swift_row():
+    """ms-swift's own form: ``<image>`` tags in the text, the images in an ``images`` column."""
+    messages = conversation(lambda k: {"type": "image"})
+    for m in messages:
+        if isinstance(m["content"], list):
+            m["content"] = "<image>" + m["content"][1]["text"]
+    return {"messages": messages, "images": list(IMAGES), "tools": TOOLS}
+
+
+def _data_url(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def openai_row(tmp_path):
+    """OpenAI content parts: ``image_url`` with a file path and with a base64 data URL."""
+    paths = []
+    for k, image in enumerate(IMAGES):
+        paths.append(str(tmp_path / f"img{k}.png"))
+        image.save(paths[-1])
+    urls = [paths[0], _data_url(IMAGES[1]), paths[2]]
+    return {"messages": conversation(lambda k: {"type": "image_url", "image_url": {"url": urls[k]}}),
+            "tools": TOOLS}
+
+
+def check(template, encoded):
+    """Every turn exact against the processor, and every sample's media exactly its own."""
+    samples = encoded if isinstance(encoded, list) else [encoded]
+    turns = oracle_turns(template.processor, oracle_messages(), IMAGES, STOPS, tools=TOOLS)
+    where = match_turns(samples, turns)
+    for k, sample in enumerate(samples):
+        last = [t for t, w in zip(turns, where) if w == k][-1]  # the sample's last turn: all of its images
+        image_token = template.image_token_id
+        assert sample["input_ids"].count(image_token) == last["prompt_ids"].count(image_token)
+        assert torch.equal(sample["image_grid_thw"], last["media"]["image_grid_thw"])
+        assert torch.equal(sample["pixel_values"], last["media"]["pixel_values"])
+    return samples, where
+
+
+def test_split_conversation_gives_each_sample_its_own_images(model):
+    """Qwen rewrites history at each user query: three samples, holding 1, 2 and 3 images."""
+    template = _template(model)
+    samples, where = check(template, template.encode(copy.deepcopy(swift_row())))
+    assert len(samples) == 3 and where == [0, 1, 1, 2]
+    assert [len(s["image_grid_thw"]) for s in samples] == [1, 2, 3]
+
+
+def test_openai_image_url_parts(model, tmp_path):
+    template = _template(model)
+    check(template, template.encode(openai_row(tmp_path)))
+
+
+def test_dataset_loader_lazy_and_pre_tokenized(model, tmp_path):
+    """One dataset row per sample (``swift_ext_sample``), each with its own images, in both dataset modes."""
+    template = _template(model)
+    row = openai_row(tmp_path)
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    train, _ = load_dataset([str(path)], split_dataset_ratio=0.0, load_from_cache_file=False)
+    assert len(train) == 3 and train["swift_ext_sample"] == [0, 1, 2]
+    lazy = LazyLLMDataset(train, template.encode, strict=True)
+    check(template, [lazy[i] for i in range(len(lazy))])
+    # in-process (datasets 4.8 forks a pool even for num_proc=1; a fork after torch ran its thread pool can hang)
+    with_lengths = AddLengthPreprocessor(template=template)(train, num_proc=None, load_from_cache_file=False,
+                                                            strict=True)
+    pre = LazyLLMDataset(with_lengths, template.encode, strict=True)
+    check(template, [pre[i] for i in range(len(pre))])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.tuples(st.integers(8, 400), st.integers(8, 400)), min_size=1, max_size=3))
+def test_any_image_size_gets_the_processors_grid(model, sizes):
+    """Images of any size (within Qwen's aspect-ratio limit): resized within the processor's pixel limits, so
+    the grids and the number of image tokens are the processor's; pixel values differ only by the resampling
+    filter (ms-swift resizes with PIL's bicubic, the processor with torchvision's)."""
+    sizes = [(w, h) for w, h in sizes if max(w, h) / min(w, h) < 200]
+    if not sizes:
+        return
+    images = [gradient(w, h, k) for k, (w, h) in enumerate(sizes)]
+    messages = []
+    for k in range(len(images)):
+        messages += [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"Image {k}?"}]},
+                     {"role": "assistant", "content": f"Answer {k}."}]
+    template = _template(model)
+    row = {"messages": [dict(m, content="<image>" + m["content"][1]["text"]) if m["role"] == "user" else m
+                        for m in messages], "images": images}
+    samples = template.encode(copy.deepcopy(row))
+    samples = samples if isinstance(samples, list) else [samples]
+    turns = oracle_turns(template.processor, messages, images, STOPS)
+    where = match_turns(samples, turns)
+    for k, sample in enumerate(samples):
+        last = [t for t, w in zip(turns, where) if w == k][-1]
+        assert torch.equal(sample["image_grid_thw"], last["media"]["image_grid_thw"])
+        assert sample["pixel_values"].shape == last["media"]["pixel_values"].shape
+        assert (sample["pixel_values"] - last["media"]["pixel_values"]).abs().mean() < 0.05
+
+
+def test_more_image_tags_than_images_is_an_error(model):
+    template = _template(model)
+    row = swift_row()
+    row["images"] = row["images"][:2]
+    with pytest.raises(ParityError) as info:
+        template.encode(row)
+    assert info.value.rule == "input-media-count" and info.value.message_index == 6
+
+
+def test_fewer_image_tags_than_images_is_an_error(model):
+    """ms-swift would put the untagged image in front of the first message: a guess, not the user's data."""
+    template = _template(model)
+    row = swift_row()
+    row["messages"][2]["content"] = row["messages"][2]["content"].replace("<image>", "")
+    with pytest.raises(ParityError) as info:
+        template.encode(row)
+    assert info.value.rule == "input-media-count"
