@@ -193,6 +193,11 @@ class Rule(str, Enum):
                                    "placeholder tokens than its messages hold media (the template dropped or "
                                    "repeated media, or `--max_length` cut through it): no list of items matches its "
                                    "tokens.", ("swift_ext.ms_swift.vision",))
+    TEMPLATE_MEDIA_UNSUPPORTED = ("template-media-unsupported", Group.TEMPLATE,
+                                  "A row holds video or audio, which the parity templates cannot yet place exactly "
+                                  "(Qwen3.5/3.6's video expansion writes its own vision markers around the chat "
+                                  "template's): train such rows with ms-swift's own template, or leave them out.",
+                                  ("swift_ext.ms_swift.vision",))
     UNKNOWN_FAMILY = ("unknown-family", Group.TEMPLATE,
                       "No family has the name given, or `strict=True` and no family recognises the template: name a "
                       "family (`swift-ext families`) or drop `strict`.", ("swift_ext.families",))

@@ -123,6 +123,14 @@ def load_media(template: Any, inputs: Any) -> None:
     """ms-swift's own media loading for each item of the row (``replace_tag``, which ms-swift calls for each
     ``<image>`` / ``<video>`` tag of text it tokenizes; the parity template hands it token ids instead). Images
     are resized within the model processor's limits unless the row's ``chat_template_kwargs`` set them."""
+    unsupported = [kind for kind in ("video", "audio") if getattr(inputs, f"{kind}s", None)]
+    if unsupported:
+        # Qwen3.5/3.6 (ms-swift's Qwen3-VL path): the processor's expansion of a video brings its own
+        # <|vision_start|> ... <|vision_end|> (and timestamps) around the ones the chat template wrote, so the
+        # tokens would not be the processor's; audio is untested. Refused rather than trained wrong.
+        raise TemplateRenderError(
+            f"the parity templates do not place {' and '.join(unsupported)} exactly yet (images only); train "
+            f"such rows with ms-swift's own template, or leave them out", rule="template-media-unsupported")
     resize = _processor_resize(template)
     for index, image in enumerate(inputs.images or []):
         if resize is not None and hasattr(image, "size") and hasattr(image, "resize"):
