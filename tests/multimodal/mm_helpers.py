@@ -53,7 +53,7 @@ def media_parts(content) -> list[str]:
             if isinstance(p, dict) and p.get("type", "").removesuffix("_url") in ("image", "video")]
 
 
-def oracle_turns(processor, messages, images, stops, tools=None, videos=None, video_kwargs=None):
+def oracle_turns(processor, messages, images, stops, tools=None, videos=None, video_kwargs=None, kwargs=None):
     """Ground truth per trained assistant turn: ``prompt_ids`` (the processor's, media expanded),
     ``completion_ids``, and the processor's ``media`` output (grids, pixel values) for the turn's prompt."""
     tok = processor.tokenizer
@@ -61,16 +61,22 @@ def oracle_turns(processor, messages, images, stops, tools=None, videos=None, vi
     for i, message in enumerate(messages):
         if message["role"] != "assistant" or message.get("loss") is False:
             continue
-        prompt = tok.apply_chat_template(messages[:i], tools=tools, tokenize=False, add_generation_prompt=True)
-        full = tok.apply_chat_template(messages[:i + 1], tools=tools, tokenize=False)
-        assert full.startswith(prompt), "the oracle needs a template whose turn extends its generation prompt"
-        rest = full[len(prompt):]
+        prompt = tok.apply_chat_template(messages[:i], tools=tools, tokenize=False, add_generation_prompt=True,
+                                         **(kwargs or {}))
+        full = tok.apply_chat_template(messages[:i + 1], tools=tools, tokenize=False, **(kwargs or {}))
+        # What the model generates after the prompt: the turn's rendering after what the prompt already holds
+        # (all of the prompt for Qwen; Gemma-4's thinking-off prompt ends in an empty thought block its rendered
+        # turns never carry, so the rendering goes on from where the two part)
+        common = 0
+        while common < min(len(prompt), len(full)) and prompt[common] == full[common]:
+            common += 1
+        rest = full[common:]
         completion = rest[:min(rest.find(s) + len(s) for s in stops if s in rest)]
         kinds = [k for m in messages[:i] for k in media_parts(m.get("content"))]
         n_images, n_videos = kinds.count("image"), kinds.count("video")
-        kwargs = dict(video_kwargs or {}) if n_videos else {}
-        media = processor(text=[prompt], images=images[:n_images] or None,
-                          videos=(videos or [])[:n_videos] or None, return_tensors="pt", **kwargs)
+        media = processor(text=[prompt], images=images[:n_images] or None, add_special_tokens=False,
+                          videos=(videos or [])[:n_videos] or None, return_tensors="pt",
+                          **(dict(video_kwargs or {}) if n_videos else {}))
         out.append({"index": i, "prompt_ids": media.pop("input_ids")[0].tolist(), "media": dict(media),
                     "completion_ids": tok(completion, add_special_tokens=False)["input_ids"],
                     "n_images": n_images, "n_videos": n_videos})

@@ -29,11 +29,11 @@ def data_collator(self, batch, *, padding_to=None):
         with open(os.environ["SWIFT_EXT_TEST_DUMP"], "a") as f:
             for b in batch:
                 grid = b.get("image_grid_thw")
+                pixels = b.get("pixel_values")
                 f.write(json.dumps({"input_ids": [int(x) for x in b["input_ids"]],
                                     "labels": [int(x) for x in b["labels"]],
                                     "image_grid_thw": None if grid is None else grid.tolist(),
-                                    "pixel_rows": None if b.get("pixel_values") is None
-                                    else int(b["pixel_values"].shape[0])}) + "\\n")
+                                    "pixel_shape": None if pixels is None else list(pixels.shape)}) + "\\n")
     return _orig(self, batch, padding_to=padding_to)
 Template.data_collator = data_collator
 '''
@@ -85,23 +85,34 @@ def dataset(folder: Path) -> Path:
     return path
 
 
-# One run per family the CI budget allows (about 2.5 minutes each on 2 cores): Qwen3.6 lazily tokenized here,
-# Qwen3.5 pre-tokenized through the same loader in test_qwen_images.py.
-@pytest.mark.parametrize("fixture_name,template,lazy", [("qwen3_6", "qwen3_6_parity", True)])
-def test_swift_sft_and_infer_with_images(tmp_path, fixture_name, template, lazy):
+def _media_matches_tokens(batch, config):
+    """The batch's pixel values are exactly its samples' images: Qwen's image tokens are what
+    ``image_grid_thw`` says (merge 2 x 2) and its patch rows their sum; Gemma-4's images are one pixel row
+    each, as many as the image-begin markers its processor wrote."""
+    if "boi_token_id" in config:  # Gemma-4
+        return batch["pixel_shape"][0] == batch["input_ids"].count(config["boi_token_id"])
+    patches = sum(t * h * w for t, h, w in batch["image_grid_thw"])
+    return batch["input_ids"].count(config["image_token_id"]) == patches // 4 and batch["pixel_shape"][0] == patches
+
+
+# One run per family (about 2.5 minutes each on 2 cores): Qwen3.6 lazily tokenized, Gemma-4 pre-tokenized
+# (Qwen3.5 goes pre-tokenized through the same loader in test_images.py).
+@pytest.mark.parametrize("fixture_name,template,arch,lazy", [("qwen3_6", "qwen3_6_parity", "qwen3_5", True),
+                                                              ("gemma4", "gemma4_parity", "gemma4", False)])
+def test_swift_sft_and_infer_with_images(tmp_path, fixture_name, template, arch, lazy):
     testing.fixture_dir(fixture_name)
-    model_dir = tiny.build_tiny_vl_model(fixture_name, tmp_path / "model")
+    model_dir = tiny.build_tiny_vl_model(fixture_name, tmp_path / "model", arch)
     data = dataset(tmp_path)
     (tmp_path / "dump_plugin.py").write_text(DUMP_PLUGIN)
     dump = tmp_path / "batches.jsonl"
     out = tmp_path / "out"
-    argv = ["sft", "--model", str(model_dir), "--model_type", "qwen3_5", "--template", template,
+    argv = ["sft", "--model", str(model_dir), "--model_type", arch, "--template", template,
             "--template_backend", "jinja", "--external_plugins", ms.plugin_path(), str(tmp_path / "dump_plugin.py"),
             "--dataset", str(data), "--lazy_tokenize", str(lazy).lower(), "--tuner_type", "full",
             "--max_steps", "2", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3",
             "--torch_dtype", "float32", "--output_dir", str(out), "--save_steps", "2", "--logging_steps", "1",
             "--split_dataset_ratio", "0", "--dataloader_num_workers", "0", "--report_to", "none", "--seed", "0",
-            "--freeze_vit", "false"]
+            "--freeze_vit", "false", *(["--enable_thinking", "true"] if arch == "gemma4" else [])]
     _swift(argv, _env({"SWIFT_EXT_TEST_DUMP": str(dump)}), tmp_path / "sft.log")
     run = next(out.iterdir())
     logs = [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
@@ -110,14 +121,13 @@ def test_swift_sft_and_infer_with_images(tmp_path, fixture_name, template, lazy)
 
     config = json.loads((model_dir / "config.json").read_text())
     batches = [json.loads(line) for line in dump.read_text().splitlines()]
-    # 3 samples: Qwen rewrites history at each user query, so the first conversation is 2 (1 image, then 2);
+    # 3 samples: history is rewritten at each user query, so the first conversation is 2 (1 image, then 2);
     # the tool conversation has one query, one sample (1 image)
     distinct = {json.dumps(b["input_ids"]): b for b in batches}
-    assert sorted(len(b["image_grid_thw"]) for b in distinct.values()) == [1, 1, 2]
-    for b in batches:
-        tokens = b["input_ids"].count(config["image_token_id"])
-        assert tokens == sum(t * h * w for t, h, w in b["image_grid_thw"]) // 4  # merge 2 x 2
-        assert b["pixel_rows"] == sum(t * h * w for t, h, w in b["image_grid_thw"])
+    assert len(distinct) == 3
+    assert all(_media_matches_tokens(b, config) for b in batches)
+    image_token = config["image_token_id"]
+    assert sorted(b["input_ids"].count(image_token) > 0 for b in distinct.values()) == [True] * 3
 
     ckpt = next(p for p in run.iterdir() if p.name.startswith("checkpoint-"))
     infer_data = tmp_path / "infer.jsonl"

@@ -1,10 +1,12 @@
-"""Qwen3.5 / Qwen3.6 parity templates with images, through ms-swift's own multimodal pipeline (media loading,
-placeholder expansion, the model's processor), against the model's own Hugging Face processor.
+"""Qwen3.5 / Qwen3.6 / Gemma-4 parity templates with images, through ms-swift's own multimodal pipeline (media
+loading, placeholder expansion, the model's processor), against the model's own Hugging Face processor.
 
 For every trained turn: the tokens before its labels are the processor's output for the turn's generation prompt
 with the images of ``messages[:i]``, its labels are exactly the generated tokens, and the sample that holds it
-carries exactly its images (``image_grid_thw`` and ``pixel_values`` equal the processor's), also when Qwen's
-history rewriting splits the conversation into several samples."""
+carries exactly its images (``pixel_values`` and ``image_grid_thw`` / Gemma-4's ``image_position_ids`` equal the
+processor's), also when history rewriting splits the conversation into several samples. Gemma-4's tokenizer is
+derived (Gemma-3's with Gemma-4's control strings, see swift_ext/dev/fixtures.py): token ids are not the real
+model's; the template's text and the processor's expansion are."""
 
 from __future__ import annotations
 
@@ -32,8 +34,13 @@ from swift.dataset import AddLengthPreprocessor, LazyLLMDataset, load_dataset  #
 from swift.model import get_model_processor  # noqa: E402
 from swift.template import get_template  # noqa: E402
 
-STOPS = ("<|im_end|>",)
-FAMILIES = {"qwen3_5": "qwen3_5_parity", "qwen3_6": "qwen3_6_parity"}
+# fixture -> (parity template, tiny architecture = ms-swift --model_type, stop strings, chat template kwargs)
+FAMILIES = {"qwen3_5": ("qwen3_5_parity", "qwen3_5", ("<|im_end|>",), {}),
+            "qwen3_6": ("qwen3_6_parity", "qwen3_5", ("<|im_end|>",), {}),
+            # Gemma-4 renders reasoning with thinking on only (off, the turns' reasoning is an error)
+            "gemma4": ("gemma4_parity", "gemma4", ("<turn|>", "<|tool_response>"), {"enable_thinking": True})}
+MEDIA_KEYS = ("pixel_values", "image_grid_thw", "image_position_ids")
+"""What the processors return for images (Qwen: patches and grids; Gemma-4: patches and their positions)."""
 
 
 _BUILT: dict = {}
@@ -44,9 +51,10 @@ def _build(fixture_name, tmp_path_factory):
     fixture's tokenizer, with processor configs written beside it (once per module run)."""
     if fixture_name not in _BUILT:
         testing.fixture_dir(fixture_name)
-        folder = tiny.build_tiny_vl_model(fixture_name, tmp_path_factory.mktemp(fixture_name))
-        _BUILT[fixture_name] = (FAMILIES[fixture_name],
-                                get_model_processor(str(folder), load_model=False, model_type="qwen3_5")[1])
+        name, arch, stops, kwargs = FAMILIES[fixture_name]
+        folder = tiny.build_tiny_vl_model(fixture_name, tmp_path_factory.mktemp(fixture_name), arch)
+        processor = get_model_processor(str(folder), load_model=False, model_type=arch)[1]
+        _BUILT[fixture_name] = (name, processor, stops, kwargs)
     return _BUILT[fixture_name]
 
 
@@ -62,8 +70,9 @@ def qwen3_6(tmp_path_factory):
 
 
 def _template(model, **kwargs):
-    name, processor = model
-    template = get_template(processor, template_type=name, template_backend="jinja", **kwargs)
+    name, processor, _, chat_kwargs = model
+    template = get_template(processor, template_type=name, template_backend="jinja",
+                            enable_thinking=chat_kwargs.get("enable_thinking"), **kwargs)
     template.set_mode("train")
     return template
 
@@ -123,31 +132,34 @@ def openai_row(tmp_path):
             "tools": TOOLS}
 
 
-def check(template, encoded):
+def check(model, encoded):
     """Every turn exact against the processor, and every sample's media exactly its own."""
     samples = encoded if isinstance(encoded, list) else [encoded]
-    turns = oracle_turns(template.processor, oracle_messages(), IMAGES, STOPS, tools=TOOLS)
+    processor, stops = model[1], model[2]
+    turns = oracle_turns(processor, oracle_messages(), IMAGES, stops, tools=TOOLS, kwargs=model[3])
     where = match_turns(samples, turns)
     for k, sample in enumerate(samples):
         last = [t for t, w in zip(turns, where) if w == k][-1]  # the sample's last turn: all of its images
-        image_token = template.image_token_id
+        image_token = processor.image_token_id
         assert sample["input_ids"].count(image_token) == last["prompt_ids"].count(image_token)
-        assert torch.equal(sample["image_grid_thw"], last["media"]["image_grid_thw"])
-        assert torch.equal(sample["pixel_values"], last["media"]["pixel_values"])
+        keys = [key for key in MEDIA_KEYS if key in last["media"]]
+        assert keys and all(torch.equal(sample[key], last["media"][key]) for key in keys)
     return samples, where
 
 
 def test_split_conversation_gives_each_sample_its_own_images(model):
-    """Qwen rewrites history at each user query: three samples, holding 1, 2 and 3 images."""
+    """Qwen and Gemma-4 rewrite history at each user query: three samples, holding 1, 2 and 3 images."""
     template = _template(model)
-    samples, where = check(template, template.encode(copy.deepcopy(swift_row())))
+    samples, where = check(model, template.encode(copy.deepcopy(swift_row())))
     assert len(samples) == 3 and where == [0, 1, 1, 2]
-    assert [len(s["image_grid_thw"]) for s in samples] == [1, 2, 3]
+    image_token = model[1].image_token_id
+    counts = [s["input_ids"].count(image_token) for s in samples]
+    assert 0 < counts[0] < counts[1] < counts[2]
 
 
 def test_openai_image_url_parts(model, tmp_path):
     template = _template(model)
-    check(template, template.encode(openai_row(tmp_path)))
+    check(model, template.encode(openai_row(tmp_path)))
 
 
 def test_dataset_loader_lazy_and_pre_tokenized(qwen3_6, tmp_path):
@@ -159,12 +171,12 @@ def test_dataset_loader_lazy_and_pre_tokenized(qwen3_6, tmp_path):
     train, _ = load_dataset([str(path)], split_dataset_ratio=0.0, load_from_cache_file=False)
     assert len(train) == 3 and train["swift_ext_sample"] == [0, 1, 2]
     lazy = LazyLLMDataset(train, template.encode, strict=True)
-    check(template, [lazy[i] for i in range(len(lazy))])
+    check(qwen3_6, [lazy[i] for i in range(len(lazy))])
     # in-process (datasets 4.8 forks a pool even for num_proc=1; a fork after torch ran its thread pool can hang)
     with_lengths = AddLengthPreprocessor(template=template)(train, num_proc=None, load_from_cache_file=False,
                                                             strict=True)
     pre = LazyLLMDataset(with_lengths, template.encode, strict=True)
-    check(template, [pre[i] for i in range(len(pre))])
+    check(qwen3_6, [pre[i] for i in range(len(pre))])
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -186,11 +198,13 @@ def test_any_image_size_gets_the_processors_grid(model, sizes):
                         for m in messages], "images": images}
     samples = template.encode(copy.deepcopy(row))
     samples = samples if isinstance(samples, list) else [samples]
-    turns = oracle_turns(template.processor, messages, images, STOPS)
+    turns = oracle_turns(model[1], messages, images, model[2], kwargs=model[3])
     where = match_turns(samples, turns)
     for k, sample in enumerate(samples):
         last = [t for t, w in zip(turns, where) if w == k][-1]
-        assert torch.equal(sample["image_grid_thw"], last["media"]["image_grid_thw"])
+        for key in MEDIA_KEYS[1:]:
+            if key in last["media"]:
+                assert torch.equal(sample[key], last["media"][key])
         assert sample["pixel_values"].shape == last["media"]["pixel_values"].shape
         assert (sample["pixel_values"] - last["media"]["pixel_values"]).abs().mean() < 0.05
 
