@@ -164,6 +164,15 @@ class ParityTemplateMixin(ParityRows):
                 sample_media(self, row, self._parity_conversation(row)[0].messages, chosen[0])
         encoded = self._encode(row)
         encoded["length"] = self._get_length(encoded.get("input_ids"), encoded.get("labels"))
+        if row.is_multimodal and self.max_length is not None and encoded["length"] > self.max_length:
+            # --max_length applied to the parity sample counts each media item as its placeholder; the model's
+            # processor has just expanded them. A sample is never cut through an image: dropped, and reported.
+            why = (f"{encoded['length']} tokens once its media are expanded, longer than --max_length "
+                   f"{self.max_length} (media are never cut)")
+            if getattr(self, "_parity_last_media_drop", None) is not chosen[0]:  # ms-swift's encode retries 3x
+                self._parity_report.dropped(why, chosen[0])
+                self._parity_last_media_drop = chosen[0]
+            raise ParitySampleDropped(f"a sample of this row is {why}")
         return encoded
 
 

@@ -32,7 +32,7 @@ ms.register()
 
 from swift.dataset import AddLengthPreprocessor, LazyLLMDataset, load_dataset  # noqa: E402
 from swift.model import get_model_processor  # noqa: E402
-from swift.template import get_template  # noqa: E402
+from swift.template import MaxLengthError, get_template  # noqa: E402
 
 # fixture -> (parity template, tiny architecture = ms-swift --model_type, stop strings, chat template kwargs)
 FAMILIES = {"qwen3_5": ("qwen3_5_parity", "qwen3_5", ("<|im_end|>",), {}),
@@ -240,3 +240,20 @@ def test_video_is_refused_not_trained_wrong(model, tmp_path):
     with pytest.raises(ParityError) as info:
         template.encode(row)
     assert info.value.rule == "template-media-unsupported"
+
+
+def test_max_length_counts_expanded_images_and_drops_never_cuts(model):
+    """A sample within --max_length as placeholders but over it once the processor expands its images is
+    dropped (ms-swift skips the row), never cut through an image nor trained over-long."""
+    processor = model[1]
+    row = {"messages": [{"role": "user", "content": "<image>What colour?"},
+                        {"role": "assistant", "content": "Red."}], "images": [gradient(256, 256, 5)]}
+    base = _template(model)
+    (sample,) = [base.encode(copy.deepcopy(row))]
+    expanded = len(sample["input_ids"])
+    placeholders = expanded - sample["input_ids"].count(processor.image_token_id) + 1
+    assert placeholders < expanded - 10
+    template = _template(model, max_length=placeholders + 5, truncation_strategy="left")
+    with pytest.raises(MaxLengthError):
+        template.encode(copy.deepcopy(row))
+    assert template.parity_report()["counts"]["dropped"] == 1
