@@ -122,7 +122,9 @@ def _processor_resize(template: Any) -> Any:
 def load_media(template: Any, inputs: Any) -> None:
     """ms-swift's own media loading for each item of the row (``replace_tag``, which ms-swift calls for each
     ``<image>`` / ``<video>`` tag of text it tokenizes; the parity template hands it token ids instead). Images
-    are resized within the model processor's limits unless the row's ``chat_template_kwargs`` set them."""
+    are first brought to the size the model's processor gives them (``_processor_resize``), then qwen_vl_utils
+    runs within the processor's pixel limits (a row's ``chat_template_kwargs`` ``min_pixels`` / ``max_pixels``
+    still override those); video and audio are refused (``template-media-unsupported``)."""
     unsupported = [kind for kind in ("video", "audio") if getattr(inputs, f"{kind}s", None)]
     if unsupported:
         # Qwen3.5/3.6 (ms-swift's Qwen3-VL path): the processor's expansion of a video brings its own
