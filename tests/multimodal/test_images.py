@@ -257,3 +257,15 @@ def test_max_length_counts_expanded_images_and_drops_never_cuts(model):
     with pytest.raises(MaxLengthError):
         template.encode(copy.deepcopy(row))
     assert template.parity_report()["counts"]["dropped"] == 1
+
+
+def test_placeholder_text_in_a_message_is_an_error(model):
+    """A message that writes the model's image placeholder as text gives the sample one more placeholder token
+    than the row has images: no list of items can match its tokens."""
+    placeholder = model[1].tokenizer.convert_ids_to_tokens(model[1].image_token_id)
+    template = _template(model)
+    row = {"messages": [{"role": "user", "content": f"<image>What is {placeholder}?"},
+                        {"role": "assistant", "content": "A token."}], "images": [gradient(64, 64, 1)]}
+    with pytest.raises(ParityError) as info:
+        template.encode(row)
+    assert info.value.rule == "template-media-placeholders"
