@@ -148,6 +148,10 @@ class Rule(str, Enum):
     INPUT_SIDE_CHANNEL = ("input-side-channel", Group.INPUT,
                           "The row's `swift_ext_messages` column does not match its messages (user turns differ): "
                           "the dataset was changed after loading; rebuild it.", ("swift_ext.ms_swift.conversion",))
+    INPUT_MEDIA_COUNT = ("input-media-count", Group.INPUT,
+                         "A multimodal row's `<image>` / `<video>` / `<audio>` tags (or media content parts) and the "
+                         "items of its `images` / `videos` / `audios` column differ in number: put exactly one tag "
+                         "where each item goes.", ("swift_ext.ms_swift.conversion",))
     INPUT_NOT_AN_OBJECT = ("input-not-an-object", Group.INPUT, "A dataset row is not a JSON object.",
                            ("swift_ext.diagnostics.rows",))
     INPUT_MISSING_MESSAGES = ("input-missing-messages", Group.INPUT,
@@ -198,6 +202,16 @@ class Rule(str, Enum):
     TURN_NOT_LOCATED = ("turn-not-located", Group.TEMPLATE,
                         "The template rewrote history and the turn's text cannot be found in its rendering.",
                         ("swift_ext.core",))
+    TEMPLATE_MEDIA_PLACEHOLDERS = ("template-media-placeholders", Group.TEMPLATE,
+                                   "A sample of a multimodal row holds a different number of image / video "
+                                   "placeholder tokens than its messages hold media (the template dropped or "
+                                   "repeated media, or `--max_length` cut through it): no list of items matches its "
+                                   "tokens.", ("swift_ext.ms_swift.vision",))
+    TEMPLATE_MEDIA_UNSUPPORTED = ("template-media-unsupported", Group.TEMPLATE,
+                                  "A row holds video or audio, which the parity templates cannot yet place exactly "
+                                  "(Qwen3.5/3.6's video expansion writes its own vision markers around the chat "
+                                  "template's): train such rows with ms-swift's own template, or leave them out.",
+                                  ("swift_ext.ms_swift.vision",))
     UNKNOWN_FAMILY = ("unknown-family", Group.TEMPLATE,
                       "No family has the name given, or `strict=True` and no family recognises the template: name a "
                       "family (`swift-ext families`) or drop `strict`.", ("swift_ext.families",))

@@ -5,6 +5,8 @@ Token markup, relied on by the browser test and by anyone scripting the page:
 class="txt">…</span><sub>ID</sub>[<sup>×W</sup>]</span>`` inside ``<div class="tokens" data-sample="N">``. Only
 trained tokens get a background colour; ``data-weight`` is there when a loss scale was asked for, ``<sup>`` when
 the weight is not what the label says (1 trained, 0 not), ``zero`` marks a label weighted 0 (struck through).
+A media placeholder (the token the model's processor expands into an image's tokens) has class ``media``,
+``data-media="image 1"`` and the marker ``[image 1: 24 tokens]`` as its text.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ table.meta td { padding: 1px 12px 1px 0; vertical-align: top; }
 .tok:hover { outline: 1px solid #555; }
 .tok sup { font-size: 9px; color: #a0008c; font-weight: bold; margin-left: 1px; }
 .tok.zero .txt { text-decoration: line-through; opacity: .6; }
+.tok.media .txt { color: #0b6e99; font-weight: bold; }
 .legend span { padding: 1px 6px; border-radius: 3px; margin-right: 6px; }
 .pair { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; align-items: start; }
 .pair h3 { font-size: .95em; margin: .2em 0; }
@@ -62,13 +65,17 @@ def token_html(token: TokenView) -> str:
     classes = "tok" + (f" trained turn-{token.turn}" if token.trained else "")
     classes += " weighted" if token.unusual_weight else ""
     classes += " zero" if token.trained and token.weight == 0 else ""
+    classes += " media" if token.media else ""
     turn = f' data-turn="{token.turn}"' if token.trained else ""
     weight = "" if token.weight is None else f' data-weight="{token.weight:g}"'
     title = f"id {token.id} · position {token.position}"
     title += "" if token.weight is None else f" · weight {token.weight:g}"
+    title += f" · {escape(token.text)}, expanded by the model's processor" if token.media else ""
     sup = f"<sup>×{token.weight:g}</sup>" if token.unusual_weight else ""
-    return (f'<span class="{classes}" data-pos="{token.position}" data-id="{token.id}"{turn}{weight} '
-            f'title="{title}"><span class="txt">{escape(visible(token.text))}</span>'
+    media = f' data-media="{escape(token.media)}"' if token.media else ""
+    text = token.marker if token.media else visible(token.text)
+    return (f'<span class="{classes}" data-pos="{token.position}" data-id="{token.id}"{turn}{weight}{media} '
+            f'title="{title}"><span class="txt">{escape(text)}</span>'
             f"<sub>{token.id}</sub>{sup}</span>" + ("\n" if "\n" in token.text else ""))
 
 

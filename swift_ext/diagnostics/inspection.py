@@ -29,6 +29,17 @@ class TokenView:
     """Message index of the turn this token is a label of; None when not trained."""
     weight: float | None = None
     """The token's loss weight when a loss scale was asked for (``--loss-scale`` / ``--span-weights``)."""
+    media: str | None = None
+    """``image 1``, ``video 2``: this token is the placeholder the model's processor expands into that item's
+    tokens (drawn as one marker, not as the processor's hundreds of pad tokens)."""
+    media_tokens: int | None = None
+    """How many tokens the model's processor makes of the placeholder (None: no processor or image to ask)."""
+
+    @property
+    def marker(self) -> str:
+        """``[image 1: 24 tokens]`` (``[image 1]`` when the count is unknown)."""
+        count = "" if self.media_tokens is None else f": {self.media_tokens} tokens"
+        return f"[{self.media}{count}]"
 
     @property
     def trained(self) -> bool:
@@ -129,6 +140,13 @@ def build_view(source: ModelSource, row: Row, options: CommandOptions, turn: int
              for n, s in enumerate(samples)]
     prompts = [_prompt_view(encoder, source, row, options, n, sample, span)
                for n, sample in enumerate(samples) for span in sample.turns]
+    media = media_items(row.messages)
+    if media:
+        counts = _processor_counts(source, media)
+        for view in views:
+            mark_media(source.tokenizer, view.tokens, media, counts)
+        for prompt in prompts:
+            mark_media(source.tokenizer, prompt.prompt, media, counts)
     chosen = turn if turn is not None else prompts[-1].message_index
     if chosen not in {p.message_index for p in prompts}:
         trained = ", ".join(str(p.message_index) for p in prompts)
@@ -167,3 +185,91 @@ def _inference_prompt(encoder: Any, source: ModelSource, row: Row, options: Comm
         return text, "transformers apply_chat_template"
     except Exception:  # transformers' own jinja setup rejected the template; the core's renderer did not
         return conversation.generation_prompt(upto), "swift_ext renderer"
+
+
+# ------------------------------------------------------------------ media markers
+_MEDIA_KINDS = ("image", "video")
+
+
+def media_items(messages: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """``(kind, source)`` of every media content part, in conversation order (``source``: the part's URL, path
+    or data, None for a bare ``{"type": "image"}``)."""
+    items = []
+    for message in messages:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else ():
+            kind = part.get("type", "") if isinstance(part, dict) else ""
+            kind = kind[:-len("_url")] if kind.endswith("_url") else kind
+            if kind in _MEDIA_KINDS:
+                value = part.get(f"{kind}_url", part.get(kind))
+                items.append((kind, value.get("url") if isinstance(value, dict) else value))
+    return items
+
+
+def mark_media(tokenizer: Any, tokens: list[TokenView], media: list[tuple[str, Any]],
+               counts: dict[int, int]) -> None:
+    """Mark each media item's placeholder token in ``tokens`` (a sample or a prompt: a prefix of the
+    conversation, so its items are the first ones, in order). The placeholder is the added token whose text
+    names the kind and which occurs once per item (Qwen's ``<|image_pad|>``, Gemma-4's ``<|image|>``), read from
+    the tokenizer, not from a list of models."""
+    added = tokenizer.get_added_vocab()
+    for kind in _MEDIA_KINDS:
+        numbers = [k for k, (item_kind, _) in enumerate(media) if item_kind == kind]
+        if not numbers:
+            continue
+        ids = [t.id for t in tokens]
+        candidates = [i for text, i in added.items() if kind in text and 0 < ids.count(i) <= len(numbers)]
+        if len(candidates) != 1:
+            continue  # no unambiguous placeholder: leave the tokens as they are
+        seen = 0
+        for token in tokens:
+            if token.id == candidates[0]:
+                token.media = f"{kind} {seen + 1}"
+                token.media_tokens = counts.get(numbers[seen])
+                seen += 1
+
+
+def _processor_counts(source: ModelSource, media: list[tuple[str, Any]]) -> dict[int, int]:
+    """Item index -> how many tokens the model's processor makes of its placeholder, for images the row names
+    (a path or a data URL) when the model folder has a processor; empty otherwise (markers without counts)."""
+    import os
+
+    folder = getattr(source, "spec", None)
+    if not (isinstance(folder, str) and os.path.isfile(os.path.join(folder, "preprocessor_config.json"))):
+        return {}
+    try:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(folder)
+        token = processor.image_token
+    except Exception:  # no vision stack here, or a processor transformers cannot build
+        return {}
+    counts = {}
+    for k, (kind, value) in enumerate(media):
+        image = _load_image(value) if kind == "image" else None
+        if image is None:
+            continue
+        try:
+            out = processor(text=[token], images=[image], add_special_tokens=False)
+        except Exception:  # an image the processor refuses: no count, the marker stays
+            continue
+        counts[k] = len(out["input_ids"][0])
+    return counts
+
+
+def _load_image(value: Any) -> Any:
+    """A PIL image from a path, ``file://`` path or base64 data URL; None for anything else (URLs are not
+    fetched: inspecting a row never goes to the network)."""
+    import base64
+    import io
+
+    try:
+        from PIL import Image
+
+        if isinstance(value, str) and value.startswith("data:image") and "base64," in value:
+            return Image.open(io.BytesIO(base64.b64decode(value.split("base64,", 1)[1]))).convert("RGB")
+        if isinstance(value, str) and not value.startswith(("http://", "https://")):
+            return Image.open(value.removeprefix("file://")).convert("RGB")
+    except Exception:  # not an image file: no count
+        return None
+    return None

@@ -120,7 +120,11 @@ def _example_panel(result: PropertyResult, modes: list[str]) -> Panel:
 
 def message_line(message: dict[str, Any]) -> str:
     """One message on one line: role, content, and what else it carries."""
-    parts = [f"{message.get('role')}: {show(str(message.get('content') or ''))}"]
+    content = message.get("content")
+    if isinstance(content, list):  # content parts: the text, and a <kind> tag where each media item goes
+        content = "".join(f"<{p['type'].removesuffix('_url')}>" if p.get("type", "") != "text" else p.get("text", "")
+                          for p in content if isinstance(p, dict))
+    parts = [f"{message.get('role')}: {show(str(content or ''))}"]
     reasoning = message.get("reasoning_content") or message.get("reasoning") or message.get("thinking")
     if reasoning:
         parts.append(f"reasoning={show(reasoning)}")
@@ -180,7 +184,8 @@ def token_text(token: TokenView, colours: dict[int, str], ids: bool = True, *, o
     if token.trained and token.weight == 0:
         style += " strike"
     text = Text(TRAINED_OPEN, style="bold") if opens else Text()
-    text.append(visible(token.text), style=style)
+    text.append(token.marker if token.media else visible(token.text), style=style or ("bold cyan" if token.media
+                                                                                       else ""))
     if ids:
         text.append(str(token.id).translate(_SUBSCRIPT), style="dim")
     if token.unusual_weight:

@@ -111,10 +111,18 @@ def from_side_channel(raw: str | list, system: str | None) -> Converted:
     return Converted(messages, None, loss_scales, from_side_channel=True)
 
 
+def _as_tagged_text(content: Any) -> Any:
+    """Content parts as ms-swift's loader writes them (text joined, each media part its ``<kind>`` tag)."""
+    if not isinstance(content, list):
+        return content
+    return "".join(f"<{media_kind(p)}>" if media_kind(p) else str(p.get("text", "")) if isinstance(p, dict)
+                   else str(p) for p in content)
+
+
 def check_same_conversation(side: Converted, swift: Converted) -> None:
     """Guard against a side channel that does not belong to this row: user texts must agree."""
-    a = [m.get("content") for m in side.messages if m.get("role") == "user"]
-    b = [m.get("content") for m in swift.messages if m.get("role") == "user"]
+    a = [_as_tagged_text(m.get("content")) for m in side.messages if m.get("role") == "user"]
+    b = [_as_tagged_text(m.get("content")) for m in swift.messages if m.get("role") == "user"]
     if a != b:
         raise InputError(
             f"the row's {SIDE_CHANNEL} column does not match its messages (user turns differ); "
@@ -123,10 +131,32 @@ def check_same_conversation(side: Converted, swift: Converted) -> None:
         )
 
 
+MEDIA_KINDS = ("image", "video", "audio")
+"""ms-swift's media kinds, in the order of its ``images`` / ``videos`` / ``audios`` columns."""
+
+
+def media_kind(part: Any) -> str | None:
+    """``image`` / ``video`` / ``audio`` for a media content part (``{"type": "image"}``, OpenAI's
+    ``{"type": "image_url", "image_url": {...}}``, ...), None for anything else."""
+    if not isinstance(part, dict):
+        return None
+    kind = part.get("type")
+    if isinstance(kind, str) and kind.endswith("_url"):
+        kind = kind[:-len("_url")]
+    return kind if kind in MEDIA_KINDS else None
+
+
 def add_media_parts(messages: list[dict[str, Any]]) -> None:
-    """``<image>`` tags (ms-swift's media form) -> HF content parts, so the template renders its vision tokens."""
+    """``<image>`` tags (ms-swift's media form) -> HF content parts, so the template renders its vision tokens.
+
+    Media parts already there (OpenAI ``image_url``, a side channel's original parts) become ``{"type": kind}``:
+    what an OpenAI-compatible server hands the chat template (vLLM replaces the URL part by a placeholder part;
+    the media itself goes to the processor, never into the template)."""
     for message in messages:
         content = message.get("content")
+        if isinstance(content, list):
+            message["content"] = [{"type": media_kind(p)} if media_kind(p) else p for p in content]
+            continue
         if not isinstance(content, str) or not _MEDIA_TAG.search(content):
             continue
         parts = []
@@ -136,6 +166,39 @@ def add_media_parts(messages: list[dict[str, Any]]) -> None:
             elif piece:
                 parts.append({"type": "text", "text": piece})
         message["content"] = parts
+
+
+def media_counts(messages: list[dict[str, Any]]) -> dict[str, int]:
+    """How many media parts of each kind these messages hold (after ``add_media_parts``)."""
+    counts = dict.fromkeys(MEDIA_KINDS, 0)
+    for message in messages:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else ():
+            kind = media_kind(part)
+            if kind:
+                counts[kind] += 1
+    return counts
+
+
+def check_media_count(messages: list[dict[str, Any]], inputs: Any) -> None:
+    """Every media tag / part of the row has its item in the row's ``images`` / ``videos`` / ``audios`` and
+    every item its tag: ms-swift would otherwise put untagged items in front of the first message, or keep a
+    tag without an item as a bare placeholder (a warning, then a sample whose media does not match its tokens)."""
+    counts = media_counts(messages)
+    for kind in MEDIA_KINDS:
+        given = len(getattr(inputs, f"{kind}s", None) or [])
+        if counts[kind] == given:
+            continue
+        seen, where = 0, None
+        for index, message in enumerate(messages):
+            content = message.get("content")
+            seen += sum(media_kind(p) == kind for p in content) if isinstance(content, list) else 0
+            if where is None and seen > given:
+                where = index
+        raise InputError(
+            f"the row has {counts[kind]} <{kind}> tag(s) or {kind} part(s) but {given} item(s) in its "
+            f"'{kind}s' column: each {kind} needs exactly one <{kind}> where it goes in the conversation",
+            rule="input-media-count", message_index=where)
 
 
 def row_conversation(inputs: Any, default_system: str | None, *, last_round: bool = False,
@@ -155,6 +218,7 @@ def row_conversation(inputs: Any, default_system: str | None, *, last_round: boo
         apply_last_round(converted.messages)
     if inputs.is_multimodal:
         add_media_parts(converted.messages)
+        check_media_count(converted.messages, inputs)
     return converted, inputs.tools or None
 
 

@@ -36,7 +36,7 @@ from .rows import ParityRows
 from .side_channel import with_side_channel
 from .state import active_training_template, log_once, remember_training_template
 from .truncation import ParitySampleDropped, only_sample, row_samples
-from .vision import TextOnlyVisionMixin
+from .vision import TextOnlyVisionMixin, load_media, sample_media
 
 _CHOSEN_SAMPLE = "_swift_ext_chosen_sample"
 """``inputs.extra_kwargs`` key by which ``_encode_truncated`` hands ``_jinja_encode`` the sample to encode.
@@ -109,12 +109,15 @@ class ParityTemplateMixin(ParityRows):
 
     def _jinja_encode(self, inputs):
         chosen = inputs.extra_kwargs.pop(_CHOSEN_SAMPLE, None)
-        if chosen is not None:  # the sample _encode_truncated picked
+        if chosen is not None:  # the sample _encode_truncated picked (its media already chosen)
+            self._parity_load_media(inputs)
             return (*contexts(chosen[0].input_ids, chosen[1]), 1)
         if has_token_id_content(inputs.messages):  # GRPO: the rollout engine's prompt, or the training ids
             return self.parity_token_turns(inputs).swift_contexts()
         if not self.is_training:
-            return [self._parity_prompt_ids(inputs)], [0.0], 0
+            ids = self._parity_prompt_ids(inputs)
+            self._parity_load_media(inputs)  # the prompt holds every item of the row
+            return [ids], [0.0], 0
         # training, but not SFT (modes rlhf / kto, other task types): ms-swift's own _encode_truncated called us
         sample, scales = only_sample(self.parity_samples(inputs), inputs.extra_kwargs.get(SAMPLE_COLUMN))
         return (*contexts(sample.input_ids, scales), 1)
@@ -133,10 +136,21 @@ class ParityTemplateMixin(ParityRows):
             # GRPO (token-id turns), inference, other tasks: ms-swift's own encode and --max_length handling
             # (one sample; _jinja_encode gives the ids).
             return super()._encode_truncated(inputs)
+        if inputs.is_multimodal:
+            # Media tags checked against the row's items before ms-swift's _preprocess_inputs adds the tags it
+            # finds missing in front of the first message (conversion.check_media_count).
+            with self._parity_report.naming_errors(inputs):
+                self._parity_conversation(inputs)
         self._preprocess_inputs(inputs)
         samples = row_samples(self.parity_samples(inputs), inputs.extra_kwargs.get(SAMPLE_COLUMN))
         batched = [self._parity_encode_sample(inputs, chosen) for chosen in samples]
         return batched[0] if len(batched) == 1 else batched
+
+    def _parity_load_media(self, inputs) -> None:
+        """ms-swift's media loading, for a multimodal model (``vision.load_media``)."""
+        model_meta = getattr(self, "model_meta", None)
+        if inputs.is_multimodal and model_meta is not None and model_meta.is_multimodal:
+            load_media(self, inputs)
 
     def _parity_trains(self) -> bool:
         return self.is_training and self.task_type == "causal_lm" and self.mode == "train"
@@ -145,8 +159,20 @@ class ParityTemplateMixin(ParityRows):
         """ms-swift's ``_encode`` of one chosen sample of the row (see ``_CHOSEN_SAMPLE``)."""
         row = deepcopy(inputs)
         row.extra_kwargs[_CHOSEN_SAMPLE] = chosen
+        if row.is_multimodal:
+            with self._parity_report.naming_errors(inputs):
+                sample_media(self, row, self._parity_conversation(row)[0].messages, chosen[0])
         encoded = self._encode(row)
         encoded["length"] = self._get_length(encoded.get("input_ids"), encoded.get("labels"))
+        if row.is_multimodal and self.max_length is not None and encoded["length"] > self.max_length:
+            # --max_length applied to the parity sample counts each media item as its placeholder; the model's
+            # processor has just expanded them. A sample is never cut through an image: dropped, and reported.
+            why = (f"{encoded['length']} tokens once its media are expanded, longer than --max_length "
+                   f"{self.max_length} (media are never cut)")
+            if getattr(self, "_parity_last_media_drop", None) is not chosen[0]:  # ms-swift's encode retries 3x
+                self._parity_report.dropped(why, chosen[0])
+                self._parity_last_media_drop = chosen[0]
+            raise ParitySampleDropped(f"a sample of this row is {why}")
         return encoded
 
 

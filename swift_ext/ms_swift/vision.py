@@ -1,8 +1,29 @@
-"""Text-only use of ms-swift's vision-language template classes (Qwen3.5/3.6 are one in ms-swift)."""
+"""Media in parity templates: ms-swift's vision-language template classes, with and without a vision model.
+
+Qwen3.5/3.6 and Gemma-4 are vision-language templates in ms-swift. With a text-only model the vision hooks are
+skipped (``TextOnlyVisionMixin``), so no vision stack (torchvision, qwen_vl_utils) is needed. With a multimodal
+model ms-swift's own multimodal path runs: its media loading (``replace_tag``: qwen_vl_utils' ``fetch_image`` /
+``fetch_video`` for Qwen), then its placeholder expansion and processor call in the template class's ``_encode``,
+over the parity token ids. Two things are the parity template's (``sample_media``, ``load_media``):
+
+* each sample carries exactly the media its tokens refer to: a conversation split into several samples by
+  history rewriting (Qwen3.5/3.6) gives sample *k* the images and videos of the messages it holds, in order, not
+  every item of the row (ms-swift's ``_encode`` processes all of ``inputs.images``);
+* images are resized within the model's own processor limits (``preprocessor_config.json`` ``size``), as an
+  inference server's processor resizes them, not within qwen_vl_utils' defaults (4 to 16384 tokens an image
+  where Qwen3.5's published processor asks for at least 64: a small image would get fewer image tokens in
+  training than at inference).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from swift.template import Template
+
+from ..errors import TemplateRenderError
+from ..types import Sample
+from .conversion import MEDIA_KINDS, media_counts
 
 
 class TextOnlyVisionMixin:
@@ -33,3 +54,96 @@ class TextOnlyVisionMixin:
         if self._parity_text_only():
             return Template.forward_context(self, model, inputs)
         return super().forward_context(model, inputs)
+
+
+def media_token_id(template: Any, kind: str) -> int | None:
+    """The token id the template's ``_encode`` expands for one ``kind`` item: a class attribute for Qwen
+    (``Qwen3_5Template.image_token_id``), the model config's for Gemma-4 (``config.image_token_id``)."""
+    value = getattr(template, f"{kind}_token_id", None)
+    if value is None:
+        try:
+            value = getattr(template.config, f"{kind}_token_id", None)
+        except Exception:  # no model config (a processor built without one)
+            value = None
+    return value if isinstance(value, int) else None
+
+
+def sample_media(template: Any, inputs: Any, messages: list[dict[str, Any]], sample: Sample) -> None:
+    """Keep in ``inputs`` (a copy of the row's) the media of ``sample`` only: the items of the messages before
+    its last trained turn, in order (assistant turns hold none), checked against the placeholders in its ids."""
+    end = max((turn.message_index for turn in sample.turns), default=len(messages))
+    counts = media_counts(messages[:end])
+    for kind in MEDIA_KINDS:
+        items = getattr(inputs, f"{kind}s", None)
+        if not items:
+            continue
+        token = media_token_id(template, kind)
+        if token is not None and sample.input_ids.count(token) != counts[kind]:
+            raise TemplateRenderError(
+                f"a sample of this row holds {sample.input_ids.count(token)} {kind} placeholder token(s) where "
+                f"its messages have {counts[kind]} {kind}(s): the template dropped or repeated media (or "
+                "--max_length cut through it), so no item list can match its tokens",
+                rule="template-media-placeholders", message_index=end)
+        setattr(inputs, f"{kind}s", items[:counts[kind]])
+
+
+def _processor_pixel_bounds(template: Any, kind: str) -> dict[str, int]:
+    """``min_pixels`` / ``max_pixels`` from the model's image or video processor (``size``: ``shortest_edge`` /
+    ``longest_edge`` are pixel counts for the Qwen2-VL processor family), for qwen_vl_utils' ``fetch_*``."""
+    processor = getattr(getattr(template, "processor", None), f"{kind}_processor", None)
+    size = getattr(processor, "size", None)
+    bounds = {}
+    if isinstance(size, dict) or hasattr(size, "get"):
+        if size.get("shortest_edge"):
+            bounds["min_pixels"] = int(size["shortest_edge"])
+        if size.get("longest_edge"):
+            bounds["max_pixels"] = int(size["longest_edge"])
+    return bounds
+
+
+def _processor_resize(template: Any) -> Any:
+    """``(height, width) -> (height, width)``: the model's image processor's own ``smart_resize`` with its factor
+    and pixel limits, or None when its module has none (not the Qwen2-VL processor family).
+
+    qwen_vl_utils' ``smart_resize`` differs from transformers' at the edges (a side under half a patch rounds up to
+    one patch there and to zero, then scaled up to the minimum, here: an 8x9 image is a 2x2 grid for
+    qwen_vl_utils and 4x2 for Qwen3.5's processor), so the processor's own function decides the size."""
+    import sys
+
+    processor = getattr(getattr(template, "processor", None), "image_processor", None)
+    resize = getattr(sys.modules.get(type(processor).__module__), "smart_resize", None)
+    patch, merge = getattr(processor, "patch_size", None), getattr(processor, "merge_size", None)
+    bounds = _processor_pixel_bounds(template, "image")
+    if resize is None or not patch or not merge or len(bounds) != 2:
+        return None
+    return lambda height, width: resize(height, width, factor=patch * merge, **bounds)
+
+
+def load_media(template: Any, inputs: Any) -> None:
+    """ms-swift's own media loading for each item of the row (``replace_tag``, which ms-swift calls for each
+    ``<image>`` / ``<video>`` tag of text it tokenizes; the parity template hands it token ids instead). Images
+    are first brought to the size the model's processor gives them (``_processor_resize``), then qwen_vl_utils
+    runs within the processor's pixel limits (a row's ``chat_template_kwargs`` ``min_pixels`` / ``max_pixels``
+    still override those); video and audio are refused (``template-media-unsupported``)."""
+    unsupported = [kind for kind in ("video", "audio") if getattr(inputs, f"{kind}s", None)]
+    if unsupported:
+        # Qwen3.5/3.6 (ms-swift's Qwen3-VL path): the processor's expansion of a video brings its own
+        # <|vision_start|> ... <|vision_end|> (and timestamps) around the ones the chat template wrote, so the
+        # tokens would not be the processor's; audio is untested. Refused rather than trained wrong.
+        raise TemplateRenderError(
+            f"the parity templates do not place {' and '.join(unsupported)} exactly yet (images only); train "
+            f"such rows with ms-swift's own template, or leave them out", rule="template-media-unsupported")
+    resize = _processor_resize(template)
+    for index, image in enumerate(inputs.images or []):
+        if resize is not None and hasattr(image, "size") and hasattr(image, "resize"):
+            height, width = resize(image.size[1], image.size[0])
+            if (width, height) != tuple(image.size):
+                inputs.images[index] = image.resize((width, height))  # PIL's bicubic, as qwen_vl_utils resizes
+    saved = inputs.chat_template_kwargs
+    try:
+        for kind in ("image", "video"):
+            inputs.chat_template_kwargs = {**_processor_pixel_bounds(template, kind), **(saved or {})}
+            for index in range(len(getattr(inputs, f"{kind}s", None) or [])):
+                template.replace_tag(kind, index, inputs)
+    finally:
+        inputs.chat_template_kwargs = saved

@@ -211,3 +211,42 @@ def test_inspect_html_in_chromium(cli, dataset: Path, tmp_path: Path, name: str,
     run_chromium(page, tmp_path / "profile-shot", "--window-size=1280,1600", "--hide-scrollbars",
                  f"--screenshot={shot}")
     assert shot.stat().st_size > 10_000
+
+
+# ------------------------------------------------------------------ media markers
+def _image_row() -> dict[str, Any]:
+    def user(text: str, url: str) -> dict[str, Any]:
+        return {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                            {"type": "text", "text": text}]}
+    return {"messages": [user("What colour?", "a.png"), {"role": "assistant", "content": "Red."},
+                         user("And this?", "b.png"), {"role": "assistant", "content": "Green."}]}
+
+
+def test_inspect_marks_each_image_once_in_terminal_and_html(cli, tmp_path: Path) -> None:
+    """One marker per image (the placeholder the model's processor expands), in every sample and prompt; no
+    processor here (a fixture tokenizer), so the markers carry no token count."""
+    data = write_jsonl(tmp_path / "images.jsonl", [_image_row()])
+    page = tmp_path / "images.html"
+    result = cli("inspect", "fixture:qwen3_6", data, "--html", page, "--no-ids")
+    assert result.code == 0, result
+    assert "<|image_pad|>" not in result.out
+    assert result.out.count("[image 1]") >= 2 and "[image 2]" in result.out  # the two sample panels at least
+    # sample 0 holds image 1, sample 1 images 1 and 2, and so do the inference prompts of their turns
+    view = build_view(load_source("fixture:qwen3_6"), read_row(data, 0), CommandOptions())
+    assert [[t.media for t in s.tokens if t.media] for s in view.samples] == [["image 1"], ["image 1", "image 2"]]
+    assert [[t.media for t in p.prompt if t.media] for p in view.prompts] == [["image 1"], ["image 1", "image 2"]]
+    text = page.read_text(encoding="utf-8")
+    samples = re.findall(r'<div class="tokens" data-sample="\d+".*?</div>', text, re.S)
+    assert [re.findall(r'data-media="([^"]+)"', div) for div in samples] == [["image 1"], ["image 1", "image 2"]]
+    pad = load_tokenizer("qwen3_6").convert_tokens_to_ids("<|image_pad|>")
+    assert all(f'data-id="{pad}"' in m for m in re.findall(r'<span class="tok[^"]* media"[^>]*>', text))
+    # and the browser draws each marker as its text
+    checked = tmp_path / "checked.html"
+    script = ("<script>const s = [...document.querySelectorAll('.tokens[data-sample=\"1\"] .tok.media .txt')];"
+              "const p = document.createElement('pre'); p.id = 'drawn';"
+              "p.textContent = JSON.stringify(s.map(e => [e.textContent, e.getBoundingClientRect().width > 0]));"
+              "document.body.appendChild(p);</script>")
+    checked.write_text(text.replace("</body>", script + "</body>"), encoding="utf-8")
+    dom = run_chromium(checked, tmp_path / "profile-media", "--dump-dom")
+    drawn = json.loads(html.unescape(re.search(r'<pre id="drawn">(.*?)</pre>', dom, re.S).group(1)))
+    assert drawn == [["[image 1]", True], ["[image 2]", True]]
