@@ -181,7 +181,7 @@ class _Budget:
     """
 
     __slots__ = ("limits", "max_chars", "started", "next_check", "cpu_start", "ticks", "synthesized", "big",
-                 "rss_base", "shapes")
+                 "rss_base", "shapes", "marks", "parts")
 
     def __init__(self, limits: RenderLimits, max_chars: int, now: float) -> None:
         self.limits = limits
@@ -195,6 +195,10 @@ class _Budget:
         self.rss_base: int | None = None
         # id -> (container, shape) of containers this render built; holding them keeps their ids unique
         self.shapes: dict[int, tuple[Any, tuple[int, int, int]]] = {}
+        # marks: while a marked render runs (ChatRenderer.render_marked), (item, output pieces so far) at the start
+        # of each step of a top-level loop; parts: that render's output pieces, as they are gathered
+        self.marks: list[tuple[Any, int]] | None = None
+        self.parts: list[str] | None = None
 
     @classmethod
     def for_render(cls) -> _Budget:
@@ -280,7 +284,11 @@ class _Budget:
         The pieces are gathered first (references only: a loop printing the same text a billion times is
         stopped by the timeout or the memory bound while it runs), then measured before they are joined.
         """
-        parts = list(chunks)
+        if self.marks is None:
+            parts = list(chunks)
+        else:  # a marked render: _sx_mark reads how many pieces are gathered so far (list.extend appends one by one)
+            parts = self.parts = []
+            parts.extend(chunks)
         if len(parts) * _SHORT + self.big > self.max_chars:  # short pieces, and few: no need to measure them
             self.check_size(sum(map(len, parts)), "prints its output")
         return "".join(parts)
@@ -419,6 +427,14 @@ def _sx_iter(iterable: Any) -> Any:
     elif length_hint(iterable, 33) <= 32:
         return iterable  # dict.items(), |items of a dict, ...: as short as what they iterate
     return _ticking(iterable, budget)
+
+
+def _sx_mark(item: Any) -> None:
+    """Called at the start of each step of a top-level ``{% for %}`` (``_ChatSandbox._parse``): during a marked render,
+    records the step's item and how many output pieces precede it."""
+    budget = _BUDGET.get()
+    if budget is not None and budget.marks is not None and budget.parts is not None:
+        budget.marks.append((item, len(budget.parts)))
 
 
 def _ticking(iterable: Any, budget: _Budget) -> Iterator[Any]:
@@ -1179,6 +1195,16 @@ class _BoundedCodeGenerator(CodeGenerator):
         visit(node, frame)
         self.write(")")
 
+    def visit_ExprStmt(self, node: nodes.ExprStmt, frame: Any) -> None:
+        if not getattr(node, "sx_mark", False):
+            super().visit_ExprStmt(node, frame)
+            return
+        # a loop mark (_ChatSandbox._parse): a direct call, not through the sandbox (jinja allows no node types of
+        # our own, so it is an expression statement carrying a flag)
+        self.writeline("_sx_mark(")
+        self.visit(node.node, frame)
+        self.write(")")
+
     def visit_List(self, node: nodes.List, frame: Any) -> None:
         self._built_literal(super().visit_List, node, frame)
 
@@ -1193,6 +1219,7 @@ _CODE_HELPERS = {
     "_sx_iter": _sx_iter, "_SX_SHORT_KINDS": frozenset({list, tuple, dict}), "_SX_BIG": _ANY_BIG,
     "_sx_str": _sx_str, "_sx_escape": _sx_escape, "_sx_join": _sx_join, "_sx_markup_join": _sx_markup_join,
     "_sx_grown": _sx_grown, "_sx_built": _built, "_sx_printed": lambda text: _budget().printed(text),
+    "_sx_mark": _sx_mark,
 }
 
 
@@ -1262,10 +1289,18 @@ class _ChatSandbox(ImmutableSandboxedEnvironment):
         tree = super()._parse(source, name, filename)
         loops = list(tree.find_all(nodes.For))
         inner = {id(nested) for loop in loops for nested in loop.find_all(nodes.For)}
+        buffered = {id(nested) for block in tree.find_all((nodes.Macro, nodes.CallBlock, nodes.FilterBlock,
+                                                             nodes.AssignBlock))
+                    for nested in block.find_all(nodes.For)}
         for loop in loops:
             name = _ITER_FILTER if id(loop) in inner else _OUTER_ITER_FILTER
             bounded = nodes.Filter(loop.iter, name, [], [], None, None, lineno=loop.iter.lineno)
             loop.iter = bounded.set_environment(self)
+            if id(loop) not in inner and id(loop) not in buffered and isinstance(loop.target, nodes.Name):
+                # where each step's output starts, for ChatRenderer.render_marked (one call, nothing printed)
+                mark = nodes.ExprStmt(nodes.Name(loop.target.name, "load", lineno=loop.lineno), lineno=loop.lineno)
+                mark.sx_mark = True
+                loop.body.insert(0, mark.set_environment(self))
         return tree
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -1488,3 +1523,39 @@ class ChatRenderer:
             raise TemplateRenderError(f"the chat template raised: {exc}") from None
         except Exception as exc:
             raise TemplateRenderError(f"the chat template failed: {type(exc).__name__}: {exc}") from None
+
+    def render_marked(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> tuple[str, dict[int, int]]:
+        """``render(messages)`` (no generation prompt), and for each message a top-level loop stepped over, the
+        offset in the text where the last such step started (the main message loop runs last in chat templates;
+        ``swift_ext.core`` uses these offsets only for families whose description states it, tested against
+        ``apply_chat_template``). Messages are told apart by identity."""
+        budget = _BUDGET.get()
+        outer = None
+        if budget is None:  # outside ChatRenderer.memo(): a budget of its own, as render() makes
+            budget = _Budget.for_render()
+            outer = _BUDGET.set(budget)
+        budget.marks, budget.parts = [], None
+        try:
+            text = self.render(messages, tools=tools, kwargs=kwargs)
+            marks, parts = budget.marks, budget.parts or []
+        finally:
+            budget.marks = budget.parts = None
+            if outer is not None:
+                _BUDGET.reset(outer)
+        index = {id(message): k for k, message in enumerate(messages)}
+        offsets: dict[int, int] = {}
+        at = done = 0  # characters in parts[:done]; marks come in output order
+        for item, count in marks:
+            if count > done:
+                at += sum(map(len, parts[done:count]))
+                done = count
+            k = index.get(id(item))
+            if k is not None and messages[k] is item:
+                offsets[k] = at
+        return text, offsets
