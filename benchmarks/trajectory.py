@@ -14,8 +14,9 @@ output, then a final answer: N + 1 trained turns. For each family and N it repor
 
 Every call gets a conversation never seen before (fresh random text), because encode memoises the tokenization of
 text pieces across conversations: a second pass over the same data runs ~2.7x faster and would flatter it. The
-encoder itself is kept across calls, as when a dataset is encoded; one untimed warm-up call per family builds it
-and passes its first run-time structure check (see README "Speed"). Method and floor alternate, call by call, and
+encoder itself is kept across calls, as when a dataset is encoded; untimed warm-up calls per family build it and
+pass the first conversations its run-time structure check always encodes twice (afterwards one conversation in
+``Encoder.PREFIX_CHECK_EVERY`` = 256 is; see README "Speed"). Method and floor alternate, call by call, and
 each is timed in process CPU time, so load from other processes shifts both alike; the ratio is the sum of the
 method's times over the sum of the floor's.
 """
@@ -100,8 +101,11 @@ def measure(name: str, rounds: list[int], reps: int, seed: int) -> list[dict]:
     family = swift_ext.get_encoder(tok).family
     kwargs = {family.thinking_kwarg: True} if family.thinking_kwarg else {}
     rng = random.Random(seed)
-    for fn in (method, floor):  # builds the encoder, compiles transformers' template (not timed)
-        fn(tok, trajectory(rng, 4), kwargs)
+    # Not timed: builds the encoder and compiles transformers' template; the encoder's first conversations are the
+    # ones its run-time structure check always encodes twice (then one in Encoder.PREFIX_CHECK_EVERY is).
+    for _ in range(swift_ext.Encoder.PREFIX_CHECK_FIRST + 1):
+        for fn in (method, floor):
+            fn(tok, trajectory(rng, 4), kwargs)
     rows = []
     for n in rounds:
         times = {"method": 0.0, "floor": 0.0}
