@@ -393,6 +393,11 @@ class Encoder:
             fast = plan.turn(i)
             if fast is None:
                 turn = self._derive_turn(conversation, i)
+                prompt = plan.prompt_ids(i, turn.prompt_text)
+                if prompt is not None:
+                    turn.prompt_text = ""
+                    fast = (turn, *prompt)
+            if fast is None:
                 prompt_ids: Any = self.tokens.encode(turn.prompt_text)
                 shared, known = 0, None
             else:
@@ -753,11 +758,29 @@ class _PrefixPlan:
         completion = encoder._cut_at_stop(raw, message, i)
         turn = encoder._finish_turn(conversation, i, self.tail(text, start), completion, False, False, thinking)
         turn.prompt_text = ""  # its ids are counted below; 4 KB of tail per turn would be memory that grows
-        ids = self.ids.get(j)
-        if ids is None:
-            ids = self.ids[j] = encoder.tokens.prefixes(text)
+        ids = self._ids(j)
         count, rest = ids.split(start, self.generation_prompt)
         return turn, ids, count, rest
+
+    def prompt_ids(self, i: int, prompt: str) -> tuple[PrefixIds, int, list[int]] | None:
+        """The ids of a per-turn prompt from the reference render, where the prompt is that render plus the
+        generation prompt (checked here, text for text): a turn that rewrites history itself (gpt-oss's final
+        answer) has the render of messages[:i] as its reference."""
+        j = self.next_rewrite[i]
+        if j != i or j not in self.references:
+            return None
+        text = self.references[j][0]
+        if not (len(prompt) == len(text) + len(self.generation_prompt) and prompt.startswith(text)
+                and prompt.endswith(self.generation_prompt)):
+            return None
+        ids = self._ids(j)
+        return (ids, *ids.split(len(text), self.generation_prompt))
+
+    def _ids(self, j: int) -> PrefixIds:
+        ids = self.ids.get(j)
+        if ids is None:
+            ids = self.ids[j] = self.encoder.tokens.prefixes(self.references[j][0])
+        return ids
 
     def tail(self, text: str, start: int) -> str:
         """The generation prompt's last ``TAIL`` characters or more: all the turn checks read of it (the whole
