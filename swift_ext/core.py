@@ -381,7 +381,11 @@ class Encoder:
     PREFIX_CHECK_EVERY = 256
 
     def _encode_fast(self, conversation: Conversation, trained: list[int]) -> tuple[list[Sample], list[_Turn]] | None:
+        """The samples and turns from the reference renders (``_PrefixPlan``), or None where the conversation
+        gives the fast path nothing to cut (the per-turn path then encodes it)."""
         first = trained[0]
+        if first == 0:
+            return None  # a conversation that opens with the turn: no prefix to cut
         history, prompt = conversation.history(first), conversation.generation_prompt(first)
         if not prompt.startswith(history):
             return None
@@ -412,7 +416,8 @@ class Encoder:
             self._check_fast(conversation, trained, samples)
         return samples, turns
 
-    def _encode_or_recheck(self, conversation: Conversation, trained: list[int]):
+    def _encode_or_recheck(self, conversation: Conversation,
+                           trained: list[int]) -> tuple[list[Sample], list[_Turn]] | None:
         """The fast path; where it raises, the per-turn path decides: its own error (today's, exactly), or a
         family-prefix-mismatch when it encodes what the fast path refused."""
         try:
