@@ -453,7 +453,7 @@ class Encoder:
         raise ParityError(
             f"the {self.family.name!r} family states a prefix property ([prefix] in its description) that this "
             "conversation breaks: the fast path and the per-turn path give different samples. Report it with the "
-            "conversation; meanwhile pass family='hf' (or a family without [prefix]) to encode it per turn",
+            "conversation; meanwhile pass family=... with the generic family, 'hf', to encode every turn on its own",
             rule="family-prefix-mismatch", message_index=index)
 
     def _turn_text(self, conversation: Conversation, i: int, prompt: str) -> _TurnText:
