@@ -37,6 +37,7 @@ class Conversation:
         self.kwargs = kwargs
         self.options = options
         self._renders: dict[tuple[int, bool], str] = {}
+        self._marked: dict[int, tuple[str, dict[int, int]]] = {}
         self._prompt_ids: dict[int, list[int]] = {}
 
     @classmethod
@@ -62,6 +63,15 @@ class Conversation:
             text = self._renders[key] = self.encoder.render(self.dicts, self.tools, self.kwargs,
                                                             add_generation_prompt=add_generation_prompt, upto=upto)
         return text
+
+    def render_marked(self, upto: int) -> tuple[str, dict[int, int]]:
+        """``history(upto)``, and where each message's step of the template's message loop starts in it
+        (``ChatRenderer.render_marked``; memoised)."""
+        marked = self._marked.get(upto)
+        if marked is None:
+            marked = self._marked[upto] = self.encoder.render_marked(self.dicts, self.tools, self.kwargs, upto=upto)
+            self._renders.setdefault((upto, False), marked[0])
+        return marked
 
     def generation_prompt(self, i: int) -> str:
         """What an inference server feeds the model before turn ``i``."""

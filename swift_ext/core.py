@@ -31,7 +31,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from .conversation import Conversation
 from .errors import (
@@ -43,7 +43,7 @@ from .errors import (
     VerificationError,
     unexpected,
 )
-from .families import Family, resolve_family
+from .families import Family, resolve_family, template_sha256
 from .invariants import check_no_foreign_text, check_rendered, open_block, rendered_beyond
 from .messages import content_text
 from .options import (
@@ -61,7 +61,7 @@ from .samples import SampleBuilder
 from .spans import completion_parts
 from .template_facts import reads_content_parts
 from .text import common_prefix_len, common_suffix_len, first_difference, suffix_prefix_overlap
-from .tokens import SegmentTokenizer
+from .tokens import PrefixIds, SegmentTokenizer
 from .types import EncodeStats, Message, Part, Sample, TurnSpan
 
 __all__ = [
@@ -154,6 +154,11 @@ class Encoder:
         self.tokens = SegmentTokenizer(tokenizer, split_on=self.template + "".join(self.stop_strings))
         self.content_parts = reads_content_parts(self.template)
         """The template loops over message content: text parts reach it as parts, else joined (as vLLM does)."""
+        self.prefix = (self.family.prefix_rewritten_by is not None
+                       and template_sha256(self.template) in self.family.match_sha256)
+        """The family states its prefix property (``[prefix]``) for exactly this template: the fast path."""
+        self.prefix_checked = 0
+        """Conversations encoded on the fast path so far (the run-time check samples them: ``_check_due``)."""
         _warn_if_lossy(self.tokens)
 
     # ------------------------------------------------------------------ encode
@@ -190,8 +195,13 @@ class Encoder:
                                   require_assistant=require_assistant, check_tool_order=check_tool_order)
 
     def _encode(self, conversation: Conversation, stats: EncodeStats | None) -> list[Sample]:
-        turns = [self._derive_turn(conversation, i) for i in conversation.trained_turns()]
-        samples = self._assemble(turns)
+        trained = conversation.trained_turns()
+        fast = self._encode_or_recheck(conversation, trained) if self.prefix else None
+        if fast is None:
+            turns = [self._derive_turn(conversation, i) for i in trained]
+            samples = self._assemble(turns)
+        else:
+            samples, turns = fast
         if stats is not None:
             self._count(stats, samples, turns, conversation)
         return samples
@@ -299,6 +309,16 @@ class Encoder:
                 message_index=upto - 1 if upto else None,
             ) from None
 
+    def render_marked(self, dicts, tools, kwargs, *, upto: int) -> tuple[str, dict[int, int]]:
+        """``render(..., add_generation_prompt=False)`` with where each message's loop step starts."""
+        try:
+            return self.renderer.render_marked(dicts[:upto], tools=tools, kwargs=kwargs)
+        except TemplateRenderError as exc:
+            raise TemplateRenderError(
+                f"{exc.detail} (while building the rendering of messages[:{upto}])", rule=exc.rule,
+                message_index=upto - 1 if upto else None,
+            ) from None
+
     # ------------------------------------------------------------------- turns
     def _derive_turn(self, conversation: Conversation, i: int) -> _Turn:
         message = conversation.messages[i]
@@ -327,6 +347,13 @@ class Encoder:
             dropped = True
         completion = self._cut_at_stop(text.completion, message, i)
         self._check_calls_rendered(conversation, i, text, len(completion))
+        return self._finish_turn(conversation, i, prompt, completion, text.spliced, dropped, thinking)
+
+    def _finish_turn(self, conversation: Conversation, i: int, prompt: str, completion: str, spliced: bool,
+                     dropped: bool, thinking: bool | None) -> _Turn:
+        """Reasoning restored, an open block closed, the checks, the parts. Only the prompt's tail is read (its
+        last 4,096 characters suffice: ``_PrefixPlan.tail``)."""
+        message, policy = conversation.messages[i], conversation.options.reasoning_policy
         formatted = False
         if message.reasoning and message.reasoning.strip() and not dropped:
             completion, formatted, dropped = self._restore_reasoning(prompt, completion, message, i, thinking, policy,
@@ -334,11 +361,101 @@ class Encoder:
         completion, closed = self._close_open_block(prompt, completion, i)
         formatted = formatted or closed
         check_rendered(completion, message, i)
-        if text.spliced:
+        if spliced:
             check_no_foreign_text(completion, conversation.messages, i)
         parts = completion_parts(completion, message, self.family.reasoning_tags, self._open_block(prompt),
                                  self.stop_strings)
-        return _Turn(i, prompt, completion, text.spliced, formatted, dropped, parts)
+        return _Turn(i, prompt, completion, spliced, formatted, dropped, parts)
+
+    # ------------------------------------------------------------ fast path
+    # A trained turn needs its generation prompt G_i and its rendering R_i: two renders of a prefix per turn, so
+    # the cost grows with the square of the conversation's length. Where the family states the template's prefix
+    # property ([prefix] in templates/*.toml, proven in tests/test_structural.py against apply_chat_template), one
+    # marked render of messages[:j] (j: the next message that may rewrite history) holds every prefix before j:
+    # render(messages[:k]) is that text cut where message k's step of the template's message loop starts, and
+    # G_k is render(messages[:k]) plus the generation prompt. The turn is then the text between two cuts, and the
+    # prompt's ids come from one tokenization of that text (tokens.PrefixIds). Every turn the property does not
+    # cover (spliced, several tool calls, reasoning dropped, a last turn that renders differently) takes the
+    # per-turn path, and a sample of conversations is encoded both ways (_check_due): any difference is a loud
+    # family-prefix-mismatch, never a wrong sample.
+    PREFIX_CHECK_FIRST = 2
+    PREFIX_CHECK_EVERY = 256
+
+    def _encode_fast(self, conversation: Conversation, trained: list[int]) -> tuple[list[Sample], list[_Turn]] | None:
+        """The samples and turns from the reference renders (``_PrefixPlan``), or None where the conversation
+        gives the fast path nothing to cut (the per-turn path then encodes it)."""
+        first = trained[0]
+        if first == 0:
+            return None  # a conversation that opens with the turn: no prefix to cut
+        history, prompt = conversation.history(first), conversation.generation_prompt(first)
+        if not prompt.startswith(history):
+            return None
+        plan = _PrefixPlan(self, conversation, prompt[len(history):])
+        builder = SampleBuilder()
+        turns: list[_Turn] = []
+        known: tuple[PrefixIds, int] | None = None  # the ids the current sample is known to share with a text
+        for i in trained:
+            fast = plan.turn(i)
+            if fast is None:
+                turn = self._derive_turn(conversation, i)
+                cut = plan.prompt_ids(i, turn.prompt_text)
+                if cut is not None:
+                    turn.prompt_text = ""
+                    fast = (turn, *cut)
+            if fast is None:
+                prompt_ids: Any = self.tokens.encode(turn.prompt_text)
+                shared, known = 0, None
+            else:
+                turn, ids, count, rest = fast
+                prompt_ids = _Joined(ids, count, rest) if ids.memoised else rest
+                shared = known[1] if known is not None and known[0] is ids and ids.memoised else 0
+                known = (ids, count)
+            self._add(builder, turn, prompt_ids, shared)
+            turns.append(turn)
+        samples = builder.samples
+        if self._check_due():
+            self._check_fast(conversation, trained, samples)
+        return samples, turns
+
+    def _encode_or_recheck(self, conversation: Conversation,
+                           trained: list[int]) -> tuple[list[Sample], list[_Turn]] | None:
+        """The fast path; where it raises, the per-turn path decides: its own error (today's, exactly), or a
+        family-prefix-mismatch when it encodes what the fast path refused."""
+        try:
+            return self._encode_fast(conversation, trained)
+        except ParityError as exc:
+            if exc.rule == "family-prefix-mismatch":
+                raise
+            expected = self._assemble([self._derive_turn(conversation, i) for i in trained])
+            self._mismatch(exc.message_index if exc.message_index is not None else
+                           (expected[0].turns[0].message_index if expected and expected[0].turns else None))
+
+    def _check_due(self) -> bool:
+        """The first conversations an encoder takes the fast path for, then one in ``PREFIX_CHECK_EVERY``."""
+        self.prefix_checked += 1
+        return self.prefix_checked <= self.PREFIX_CHECK_FIRST or not self.prefix_checked % self.PREFIX_CHECK_EVERY
+
+    def _check_fast(self, conversation: Conversation, trained: list[int], samples: list[Sample]) -> None:
+        """The per-turn path on the same conversation must give the same samples, else the family's stated prefix
+        property is wrong for this template: a loud error, never a sample built on it."""
+        expected = self._assemble([self._derive_turn(conversation, i) for i in trained])
+        for got, want in zip(samples, expected):
+            if got != want:
+                index = next((a.message_index for a, b in zip(got.turns, want.turns) if a != b),
+                             got.turns[0].message_index if got.turns else None)
+                break
+        else:
+            if len(samples) == len(expected):
+                return
+            index = None
+        self._mismatch(index)
+
+    def _mismatch(self, index: int | None) -> NoReturn:
+        raise ParityError(
+            f"the {self.family.name!r} family states a prefix property ([prefix] in its description) that this "
+            "conversation breaks: the fast path and the per-turn path give different samples. Report it with the "
+            "conversation; meanwhile pass family=... with the generic family, 'hf', to encode every turn on its own",
+            rule="family-prefix-mismatch", message_index=index)
 
     def _turn_text(self, conversation: Conversation, i: int, prompt: str) -> _TurnText:
         """The text the model generated for turn i (before the stop cut), and where it sits in the rendering.
@@ -440,7 +557,8 @@ class Encoder:
         reasoning = message.reasoning
         rendered = rendered_beyond(reasoning.strip(), completion, message)
         if rendered is None:  # counting cannot tell (a short reasoning, or one the call also holds): ask the template
-            without = self._turn_text(conversation.without_reasoning(i), i, prompt)
+            # (with the whole generation prompt: the fast path hands this method only the prompt's tail)
+            without = self._turn_text(conversation.without_reasoning(i), i, conversation.generation_prompt(i))
             rendered = self._cut_at_stop(without.completion, message, i) != completion
         if rendered:
             return completion, False, False
@@ -537,19 +655,21 @@ class Encoder:
     def _assemble(self, turns: list[_Turn]) -> list[Sample]:
         builder = SampleBuilder()
         for turn in turns:
-            prompt_ids = self.tokens.encode(turn.prompt_text)
-            completion_ids = self.tokens.encode(turn.completion_text)
-            if not prompt_ids:
-                raise VerificationError("the generation prompt is empty: every token would be trained",
-                                        rule="I5-all-label", message_index=turn.message_index)
-            if not completion_ids:
-                raise VerificationError("the turn's completion is empty", rule="I5-empty-completion",
-                                        message_index=turn.message_index)
-            span = TurnSpan(message_index=turn.message_index, prompt_end=0, label_start=0, label_end=0,
-                            completion_text=turn.completion_text, spliced=turn.spliced,
-                            reasoning_formatted=turn.reasoning_formatted, parts=turn.parts)
-            builder.add(prompt_ids, completion_ids, span)
+            self._add(builder, turn, self.tokens.encode(turn.prompt_text))
         return builder.samples
+
+    def _add(self, builder: SampleBuilder, turn: _Turn, prompt_ids: Sequence[int], known: int = 0) -> None:
+        completion_ids = self.tokens.encode(turn.completion_text)
+        if not len(prompt_ids):
+            raise VerificationError("the generation prompt is empty: every token would be trained",
+                                    rule="I5-all-label", message_index=turn.message_index)
+        if not completion_ids:
+            raise VerificationError("the turn's completion is empty", rule="I5-empty-completion",
+                                    message_index=turn.message_index)
+        span = TurnSpan(message_index=turn.message_index, prompt_end=0, label_start=0, label_end=0,
+                        completion_text=turn.completion_text, spliced=turn.spliced,
+                        reasoning_formatted=turn.reasoning_formatted, parts=turn.parts)
+        builder.add(prompt_ids, completion_ids, span, known=known)
 
     def _count(self, stats: EncodeStats, samples: list[Sample], turns: list[_Turn],
                conversation: Conversation) -> None:
@@ -562,6 +682,125 @@ class Encoder:
         stats.spliced_turns += sum(t.spliced for t in turns)
         stats.reasoning_dropped += sum(t.reasoning_dropped for t in turns)
         stats.reasoning_formatted += sum(t.reasoning_formatted for t in turns)
+
+
+class _Joined:
+    """``base.ids(0, count) + rest`` without building it: a prompt's ids on the fast path (only slices are
+    taken, and each costs what it returns)."""
+
+    __slots__ = ("base", "count", "rest")
+
+    def __init__(self, base: PrefixIds, count: int, rest: list[int]) -> None:
+        self.base, self.count, self.rest = base, count, rest
+
+    def __len__(self) -> int:
+        return self.count + len(self.rest)
+
+    def __getitem__(self, cut: slice) -> list[int]:
+        start, stop, _ = cut.indices(len(self))
+        if stop <= self.count:
+            return self.base.ids(start, stop)
+        if start >= self.count:
+            return self.rest[start - self.count:stop - self.count]
+        return self.base.ids(start, self.count) + self.rest[:stop - self.count]
+
+
+class _PrefixPlan:
+    """The fast path's view of one conversation: its marked reference renders and the turns they cover."""
+
+    TAIL = 4096  # the prompt's tail the turn checks read: suffix_prefix_overlap's limit, and open_block's reach
+
+    def __init__(self, encoder: Encoder, conversation: Conversation, generation_prompt: str) -> None:
+        self.encoder = encoder
+        self.conversation = conversation
+        self.generation_prompt = generation_prompt
+        family = encoder.family
+        kinds = set(family.prefix_rewritten_by or ())
+        messages = conversation.messages
+        self.next_rewrite = [len(messages)] * (len(messages) + 1)
+        for k in range(len(messages) - 1, -1, -1):
+            message = messages[k]
+            rewrites = message.role in kinds or ("answer" in kinds and message.role == "assistant"
+                                                 and not message.tool_calls)
+            self.next_rewrite[k] = k if rewrites else self.next_rewrite[k + 1]
+        self.last_turn = family.prefix_last_turn
+        self.references: dict[int, tuple[str, dict[int, int]]] = {}
+        self.ids: dict[int, PrefixIds] = {}
+
+    def _reference(self, j: int) -> tuple[str, dict[int, int]]:
+        reference = self.references.get(j)
+        if reference is None:
+            reference = self.references[j] = self.conversation.render_marked(j)
+        return reference
+
+    def _stable_when_last(self, k: int) -> bool:
+        """Message k renders the same when it is the last one (``[prefix] last_turn``)."""
+        message = self.conversation.messages[k]
+        if message.role != "assistant" or self.last_turn == "same":
+            return True
+        if self.last_turn == "same-with-tool-calls":
+            return bool(message.tool_calls)
+        return bool(message.reasoning and message.reasoning.strip())
+
+    def turn(self, i: int) -> tuple[_Turn, PrefixIds, int, list[int]] | None:
+        """Turn i from its reference render (the turn, the reference's ids, and the prompt's ids as a count into
+        them plus the rest), or None: the per-turn path."""
+        encoder, conversation = self.encoder, self.conversation
+        message = conversation.messages[i]
+        thinking = encoder.family.thinking_enabled(conversation.kwargs)
+        if (len(message.tool_calls or ()) > 1 or (thinking is False and message.reasoning)
+                or (i and not self._stable_when_last(i - 1))):
+            return None
+        j = self.next_rewrite[i]
+        text, offsets = self._reference(j)
+        start = len(text) if i == j else offsets.get(i)
+        if start is None:
+            return None
+        begin = start + len(self.generation_prompt)
+        if i < j and self._stable_when_last(i):
+            end = len(text) if i + 1 == j else offsets.get(i + 1)
+            if end is None or end < begin or not text.startswith(self.generation_prompt, start):
+                return None  # e.g. the turn's rendering does not start with its generation prompt: spliced
+            raw = text[begin:end]
+        else:  # the turn rewrites history (gpt-oss's final answer) or renders differently when last: its own
+            rendering = conversation.rendering(i)
+            if not (rendering.startswith(text[:start]) and rendering.startswith(self.generation_prompt, start)):
+                return None
+            raw = rendering[begin:]
+        completion = encoder._cut_at_stop(raw, message, i)
+        turn = encoder._finish_turn(conversation, i, self.tail(text, start), completion, False, False, thinking)
+        turn.prompt_text = ""  # its ids are counted below; 4 KB of tail per turn would be memory that grows
+        ids = self._ids(j)
+        count, rest = ids.split(start, self.generation_prompt)
+        return turn, ids, count, rest
+
+    def prompt_ids(self, i: int, prompt: str) -> tuple[PrefixIds, int, list[int]] | None:
+        """The ids of a per-turn prompt from the reference render, where the prompt is that render plus the
+        generation prompt (checked here, text for text): a turn that rewrites history itself (gpt-oss's final
+        answer) has the render of messages[:i] as its reference."""
+        j = self.next_rewrite[i]
+        if j != i or j not in self.references:
+            return None
+        text = self.references[j][0]
+        if not (len(prompt) == len(text) + len(self.generation_prompt) and prompt.startswith(text)
+                and prompt.endswith(self.generation_prompt)):
+            return None
+        ids = self._ids(j)
+        return (ids, *ids.split(len(text), self.generation_prompt))
+
+    def _ids(self, j: int) -> PrefixIds:
+        ids = self.ids.get(j)
+        if ids is None:
+            ids = self.ids[j] = self.encoder.tokens.prefixes(self.references[j][0])
+        return ids
+
+    def tail(self, text: str, start: int) -> str:
+        """The generation prompt's last ``TAIL`` characters or more: all the turn checks read of it (the whole
+        prompt where its tail is whitespace past that)."""
+        tail = text[max(0, start - self.TAIL):start] + self.generation_prompt
+        if start > self.TAIL and len(tail.rstrip()) < 256:
+            return text[:start] + self.generation_prompt
+        return tail
 
 
 # ---------------------------------------------------------------------- helpers

@@ -27,6 +27,11 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 TOOL_ARGUMENT_FORMS = ("any", "dict", "json")
 MESSAGE_PARSERS = ("harmony",)
+PREFIX_KINDS = ("user", "system", "tool", "assistant", "answer")
+"""Values of ``[prefix] rewritten_by``: a role, or ``answer`` (an assistant message without tool calls)."""
+PREFIX_LAST_TURN = ("same", "same-with-reasoning", "same-with-tool-calls")
+"""Values of ``[prefix] last_turn``: an assistant message renders the same when it is the last message (``same``),
+or only when it carries reasoning (``same-with-reasoning``) or tool calls (``same-with-tool-calls``)."""
 """Values of ``[rollout] message_parser``: how a sampled turn's text splits into message fields."""
 
 GENERIC_REASONING_TAGS: tuple[tuple[str, str], ...] = (
@@ -68,6 +73,10 @@ class Family:
     message_parser: str | None = None
     """How a generated turn's text splits into message fields (``MESSAGE_PARSERS``); ``None``: the default
     ``<think>`` split. ``harmony``: gpt-oss's analysis / final / tool-call channels."""
+    prefix_rewritten_by: tuple[str, ...] | None = None
+    """The template's prefix property (``[prefix]``, templates/README.md): renders of a conversation's prefixes
+    are prefixes of one another while no message of these kinds lies between them; ``None``: not stated."""
+    prefix_last_turn: str = "same"
     match_sha256: tuple[str, ...] = ()
     match_contains: tuple[str, ...] = ()
     match_excludes: tuple[str, ...] = ()
@@ -141,6 +150,10 @@ def _family_from_toml(path: Path) -> Family:
     tool_arguments = data.get("tool_arguments", "any")
     if tool_arguments not in TOOL_ARGUMENT_FORMS:
         raise ValueError(f"{path}: tool_arguments must be one of {TOOL_ARGUMENT_FORMS}")
+    prefix = data.get("prefix")
+    if prefix is not None and (not set(prefix.get("rewritten_by", ())) <= set(PREFIX_KINDS)
+                               or prefix.get("last_turn", "same") not in PREFIX_LAST_TURN):
+        raise ValueError(f"{path}: [prefix] rewritten_by takes {PREFIX_KINDS}, last_turn one of {PREFIX_LAST_TURN}")
     message_parser = data.get("rollout", {}).get("message_parser")
     if message_parser not in (None, *MESSAGE_PARSERS):
         raise ValueError(f"{path}: [rollout] message_parser must be one of {MESSAGE_PARSERS}")
@@ -162,6 +175,8 @@ def _family_from_toml(path: Path) -> Family:
         thinking_default=thinking.get("default"),
         keep_history_kwarg=history.get("keep_kwarg"),
         keep_history_value=history.get("keep_value", True),
+        prefix_rewritten_by=None if prefix is None else tuple(prefix.get("rewritten_by", ())),
+        prefix_last_turn="same" if prefix is None else prefix.get("last_turn", "same"),
         match_sha256=tuple(match.get("sha256", ())),
         match_contains=tuple(match.get("contains", ())),
         match_excludes=tuple(match.get("excludes", ())),

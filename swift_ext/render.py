@@ -156,3 +156,40 @@ class ChatRenderer:
             raise TemplateRenderError(f"the chat template raised: {exc}") from None
         except Exception as exc:
             raise TemplateRenderError(f"the chat template failed: {type(exc).__name__}: {exc}") from None
+
+    def render_marked(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> tuple[str, dict[int, int]]:
+        """``render(messages)`` (no generation prompt), and for each message a top-level loop stepped over, the
+        offset in the text where the last such step started (the main message loop runs last in chat templates;
+        ``swift_ext.core`` uses these offsets only for families whose description states it, tested against
+        ``apply_chat_template``). Messages are told apart by identity."""
+        budget = _BUDGET.get()
+        outer = None
+        if budget is None:  # outside ChatRenderer.memo(): a budget of its own, as render() makes
+            budget = _Budget.for_render()
+            outer = _BUDGET.set(budget)
+        budget.marks, budget.parts = [], None
+        try:
+            text = self.render(messages, tools=tools, kwargs=kwargs)
+            marks: list[tuple[Any, int]] = budget.marks
+            parts: list[str] = budget.parts or []
+        finally:
+            budget.marks = budget.parts = None
+            if outer is not None:
+                _BUDGET.reset(outer)
+        index = {id(message): k for k, message in enumerate(messages)}
+        offsets: dict[int, int] = {}
+        at = done = 0  # characters in parts[:done]; marks come in output order
+        for item, count in marks:
+            if count > done:
+                at += sum(map(len, parts[done:count]))
+                done = count
+            k = index.get(id(item))
+            if k is not None and messages[k] is item:
+                offsets[k] = at
+        return text, offsets

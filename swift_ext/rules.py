@@ -199,6 +199,13 @@ class Rule(str, Enum):
                                     "The generation prompt of `messages[:i]` does not start with the rendering of "
                                     "`messages[:i]`, so the turn has no place after it; the message shows the first "
                                     "difference.", ("swift_ext.core",))
+    FAMILY_PREFIX_MISMATCH = ("family-prefix-mismatch", Group.TEMPLATE,
+                              "The family's description states a prefix property of its template (`[prefix]`, "
+                              "the fast path of long conversations) that this conversation breaks: encoding it per "
+                              "turn gives other samples (checked on a sample of conversations, and wherever the "
+                              "fast path raises). Report it; meanwhile the generic family (`family='hf'`, "
+                              "`--family hf`) encodes every turn on its own.",
+                              ("swift_ext.core",))
     TURN_NOT_LOCATED = ("turn-not-located", Group.TEMPLATE,
                         "The template rewrote history and the turn's text cannot be found in its rendering.",
                         ("swift_ext.core",))

@@ -27,26 +27,35 @@ class SampleBuilder:
     def current(self) -> Sample | None:
         return self.samples[-1] if self.samples else None
 
-    def extends(self, prompt_ids: Sequence[int]) -> bool:
-        """The prompt continues the current sample token for token."""
+    def extends(self, prompt_ids: Sequence[int], known: int = 0) -> bool:
+        """The prompt continues the current sample token for token (its first ``known`` ids are known to)."""
         current = self.current
-        return current is not None and list(prompt_ids[: len(current.input_ids)]) == current.input_ids
+        if current is None or len(prompt_ids) < len(current.input_ids):
+            return False
+        known = min(known, len(current.input_ids))
+        part = prompt_ids[known:len(current.input_ids)]
+        part = part if isinstance(part, list) else list(part)
+        return part == (current.input_ids[known:] if known else current.input_ids)
 
     def add(self, prompt_ids: Sequence[int], ids: Sequence[int], span: TurnSpan, *,
             logprobs: Sequence[float] | None = None,
-            on_new_sample: Callable[[Sample], None] | None = None) -> TurnSpan:
+            on_new_sample: Callable[[Sample], None] | None = None, known: int = 0) -> TurnSpan:
         """Add one turn: its prompt (masked; only the part the current sample lacks) and its ``ids`` (labelled
         when ``span.trained``). ``span``'s positions are filled in; ``on_new_sample(previous)`` is called before a
-        new sample starts after another (a caller that needs one sequence raises there)."""
+        new sample starts after another (a caller that needs one sequence raises there). ``known``: how many
+        leading prompt ids the caller knows equal the current sample's (the fast path of a long conversation,
+        where comparing them again would cost the whole sample per turn); ``prompt_ids`` may be any sequence
+        whose slices are lists or tuples."""
         current = self.current
-        if current is not None and self.extends(prompt_ids):
-            extra = list(prompt_ids[len(current.input_ids):])
+        if current is not None and self.extends(prompt_ids, known):
+            extra = list(prompt_ids[len(current.input_ids):len(prompt_ids)])
             current.input_ids.extend(extra)
             current.labels.extend([IGNORE_INDEX] * len(extra))
         else:
             if current is not None and on_new_sample is not None:
                 on_new_sample(current)
-            current = Sample(list(prompt_ids), [IGNORE_INDEX] * len(prompt_ids), [],
+            head = prompt_ids[0:len(prompt_ids)]
+            current = Sample(head if isinstance(head, list) else list(head), [IGNORE_INDEX] * len(prompt_ids), [],
                              [] if self._with_logprobs else None)
             self.samples.append(current)
         start = len(current.input_ids)

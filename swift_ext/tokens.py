@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import threading
+from bisect import bisect_right
 from typing import Any
 
 from .errors import PolicyError
@@ -120,6 +121,19 @@ class SegmentTokenizer:
         for piece in pieces:
             ids.extend(cache[piece])
         return ids
+
+    def prefixes(self, text: str) -> PrefixIds:
+        """Ids of ``text``'s prefixes, each followed by a short tail, from one tokenization of ``text``."""
+        return PrefixIds(self, text)
+
+    def piece_ids(self, pieces: list[str]) -> list[list[int]]:
+        """The ids of each piece (text between added tokens, or one added token), memoised as in ``encode``."""
+        cache = self._young
+        missing = [piece for piece in pieces if piece not in cache]
+        fresh = self._remember(missing, cache) if missing else None
+        if fresh is None:
+            return [cache[piece] for piece in pieces]
+        return [cache[piece] if piece not in fresh else fresh[piece] for piece in pieces]
 
     def encode_whole(self, text: str) -> list[int]:
         """Reference path: the tokenizer on the whole string."""
@@ -255,3 +269,61 @@ class SegmentTokenizer:
                     self._forget()
                     return False
         return True
+
+
+class PrefixIds:
+    """The ids of ``text[:end] + tail`` for many ``end`` (the generation prompts of one long conversation are its
+    rendering cut at each turn plus a short generation prompt), at a cost that does not grow with ``end``.
+
+    The splitter finds added tokens by trying, at each position, the literal tokens (longest first): what it
+    decides at position p depends only on the characters p .. p + longest token. So in ``text[:end] + tail`` every
+    added token that starts at or before ``end - longest`` is found exactly where it is found in ``text``, and
+    the scan after the last of them starts afresh. The ids are then: the ids of ``text``'s pieces up to the end
+    of that token (a count: ``ids(0, count)``), and the tokenization of the rest, ``text[that end:end] + tail``.
+    The pieces' id lists are the piece cache's own (no copy of the text's ids is made)."""
+
+    def __init__(self, tokens: SegmentTokenizer, text: str) -> None:
+        self.tokens = tokens
+        self.text = text
+        splitter = tokens._splitter
+        self.memoised = splitter is not None
+        if splitter is None:
+            return  # no pieces: every prompt is tokenized whole (exact, and as slow as before)
+        pieces = splitter.split(text)  # text, token, text, token, ..., text
+        self.longest = max(map(len, tokens._split_tokens))
+        self.starts: list[int] = []  # where each added token starts in the text
+        self.cut_ends: list[int] = []  # where it ends
+        self.cut_counts: list[int] = []  # how many ids precede its end
+        self.lists: list[list[int]] = []  # the non-empty id lists of the pieces, in order
+        self.counts: list[int] = [0]  # how many ids precede each of them (and, last, the total)
+        at = total = 0
+        for k, ids in enumerate(tokens.piece_ids(pieces)):
+            if ids:
+                self.lists.append(ids)
+                total += len(ids)
+                self.counts.append(total)
+            if k % 2:
+                self.starts.append(at)
+                self.cut_ends.append(at + len(pieces[k]))
+                self.cut_counts.append(total)
+            at += len(pieces[k])
+
+    def split(self, end: int, tail: str) -> tuple[int, list[int]]:
+        """``(count, rest)``: the ids of ``text[:end] + tail`` are ``ids(0, count) + rest``."""
+        if not self.memoised:
+            return 0, self.tokens.encode(self.text[:end] + tail)
+        k = bisect_right(self.starts, end - self.longest) - 1
+        cut, count = (self.cut_ends[k], self.cut_counts[k]) if k >= 0 else (0, 0)
+        return count, self.tokens.encode(self.text[cut:end] + tail)
+
+    def ids(self, start: int, stop: int) -> list[int]:
+        """The text's ids ``start`` to ``stop`` (as ``encode(text)[start:stop]``)."""
+        out: list[int] = []
+        counts, lists = self.counts, self.lists
+        k = bisect_right(counts, start) - 1
+        while start < stop and k < len(lists):
+            base = counts[k]
+            out.extend(lists[k][start - base:stop - base])
+            start = counts[k + 1]
+            k += 1
+        return out

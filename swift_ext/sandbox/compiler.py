@@ -37,7 +37,17 @@ from .filters import (
 )
 from .limits import _ANY_BIG, _BUDGET, _SHORT, _BoundExceeded, _Budget, _budget
 from .operators import _BINOPS, _METHOD_CHECKS, _BoundedEscapeFormatter, _BoundedFormatter, _check_fromkeys
-from .sizes import _bounded_concat, _built, _sx_escape, _sx_grown, _sx_iter, _sx_join, _sx_markup_join, _sx_str
+from .sizes import (
+    _bounded_concat,
+    _built,
+    _sx_escape,
+    _sx_grown,
+    _sx_iter,
+    _sx_join,
+    _sx_mark,
+    _sx_markup_join,
+    _sx_str,
+)
 
 # the names _ChatSandbox.getattr answers without the sandbox's detour, and the type .call calls directly
 _DICT_ATTRIBUTES = frozenset(dir(dict))
@@ -158,6 +168,16 @@ class _BoundedCodeGenerator(CodeGenerator):
         visit(node, frame)
         self.write(")")
 
+    def visit_ExprStmt(self, node: nodes.ExprStmt, frame: Any) -> None:
+        if not getattr(node, "sx_mark", False):
+            super().visit_ExprStmt(node, frame)
+            return
+        # a loop mark (_ChatSandbox._parse): a direct call, not through the sandbox (jinja allows no node types of
+        # our own, so it is an expression statement carrying a flag)
+        self.writeline("_sx_mark(")
+        self.visit(node.node, frame)
+        self.write(")")
+
     def visit_List(self, node: nodes.List, frame: Any) -> None:
         self._built_literal(super().visit_List, node, frame)
 
@@ -172,6 +192,7 @@ _CODE_HELPERS = {
     "_sx_iter": _sx_iter, "_SX_SHORT_KINDS": frozenset({list, tuple, dict}), "_SX_BIG": _ANY_BIG,
     "_sx_str": _sx_str, "_sx_escape": _sx_escape, "_sx_join": _sx_join, "_sx_markup_join": _sx_markup_join,
     "_sx_grown": _sx_grown, "_sx_built": _built, "_sx_printed": lambda text: _budget().printed(text),
+    "_sx_mark": _sx_mark,
 }
 
 
@@ -241,10 +262,18 @@ class _ChatSandbox(ImmutableSandboxedEnvironment):
         tree = super()._parse(source, name, filename)
         loops = list(tree.find_all(nodes.For))
         inner = {id(nested) for loop in loops for nested in loop.find_all(nodes.For)}
+        buffered = {id(nested) for block in tree.find_all((nodes.Macro, nodes.CallBlock, nodes.FilterBlock,
+                                                             nodes.AssignBlock))
+                    for nested in block.find_all(nodes.For)}
         for loop in loops:
             name = _ITER_FILTER if id(loop) in inner else _OUTER_ITER_FILTER
             bounded = nodes.Filter(loop.iter, name, [], [], None, None, lineno=loop.iter.lineno)
             loop.iter = bounded.set_environment(self)
+            if id(loop) not in inner and id(loop) not in buffered and isinstance(loop.target, nodes.Name):
+                # where each step's output starts, for ChatRenderer.render_marked (one call, nothing printed)
+                mark = nodes.ExprStmt(nodes.Name(loop.target.name, "load", lineno=loop.lineno), lineno=loop.lineno)
+                mark.sx_mark = True  # type: ignore[attr-defined]
+                loop.body.insert(0, mark.set_environment(self))
         return tree
 
     def getattr(self, obj: Any, attribute: str) -> Any:

@@ -148,7 +148,7 @@ class _Budget:
     """
 
     __slots__ = ("limits", "max_chars", "started", "next_check", "cpu_start", "ticks", "synthesized", "big",
-                 "rss_base", "shapes")
+                 "rss_base", "shapes", "marks", "parts")
 
     def __init__(self, limits: RenderLimits, max_chars: int, now: float) -> None:
         self.limits = limits
@@ -162,6 +162,10 @@ class _Budget:
         self.rss_base: int | None = None
         # id -> (container, shape) of containers this render built; holding them keeps their ids unique
         self.shapes: dict[int, tuple[Any, tuple[int, int, int]]] = {}
+        # marks: while a marked render runs (ChatRenderer.render_marked), (item, output pieces so far) at the start
+        # of each step of a top-level loop; parts: that render's output pieces, as they are gathered
+        self.marks: list[tuple[Any, int]] | None = None
+        self.parts: list[str] | None = None
 
     @classmethod
     def for_render(cls) -> _Budget:
@@ -246,7 +250,11 @@ class _Budget:
         The pieces are gathered first (references only: a loop printing the same text a billion times is
         stopped by the timeout or the memory bound while it runs), then measured before they are joined.
         """
-        parts = list(chunks)
+        if self.marks is None:
+            parts = list(chunks)
+        else:  # a marked render: _sx_mark reads how many pieces are gathered so far (list.extend appends one by one)
+            parts = self.parts = []
+            parts.extend(chunks)
         if len(parts) * _SHORT + self.big > self.max_chars:  # short pieces, and few: no need to measure them
             self.check_size(sum(map(len, parts)), "prints its output")
         return "".join(parts)

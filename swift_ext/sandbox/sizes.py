@@ -149,6 +149,14 @@ def _sx_iter(iterable: Any) -> Any:
     return _ticking(iterable, budget)
 
 
+def _sx_mark(item: Any) -> None:
+    """Called at the start of each step of a top-level ``{% for %}`` (``_ChatSandbox._parse``): during a marked render,
+    records the step's item and how many output pieces precede it."""
+    budget = _BUDGET.get()
+    if budget is not None and budget.marks is not None and budget.parts is not None:
+        budget.marks.append((item, len(budget.parts)))
+
+
 def _ticking(iterable: Any, budget: _Budget) -> Iterator[Any]:
     for step, item in enumerate(iterable):
         if not step & 15 and monotonic() > budget.next_check:

@@ -74,3 +74,29 @@ def test_reasoning_a_template_drops_is_restored_once(reasoning: str) -> None:
     assert "</think>" not in call  # the template renders no reasoning block for the turn
     (span,) = sample.turns
     assert span.completion_text == f"{reasoning}\n</think>\n\n{call}"
+
+
+@pytest.mark.parametrize("name", ["qwen3_6", "qwen3"])
+def test_short_reasoning_on_the_fast_path_of_a_trajectory(name: str) -> None:
+    """Tool rounds after one task take the fast path (one render for the stretch): a turn whose reasoning counting
+    cannot decide is decided by the template there too, with the whole prompt (the fast path reads only the last
+    4 KB of a prompt: the tool outputs are longer), and every turn is the template's."""
+    tok = tokenizer(name)
+    messages = [QUESTION]
+    for k, reasoning in enumerate(["0", "w", "weather", "checking the forecast first"]):
+        messages += [_turn(reasoning, ARGUMENTS), {"role": "tool", "tool_call_id": "functions.get_weather:0",
+                                                   "content": f"sunny, {k}°C\n" + "x" * 3000}]
+    messages.append({"role": "assistant", "content": "Sunny.", "reasoning_content": "1"})
+    encoder = swift_ext.get_encoder(tok)
+    encoder.prefix_checked = swift_ext.Encoder.PREFIX_CHECK_FIRST  # past the checked conversations: the fast path
+    samples = encoder.encode(messages, [TOOL])
+    swift_ext.verify(tok, messages, samples, [TOOL])
+    full = oracle_render(tok, messages, [TOOL])
+    turns = [(sample, span) for sample in samples for span in sample.turns]
+    assert [span.message_index for _, span in turns] == [1, 3, 5, 7, 9]
+    for sample, span in turns:
+        prompt = oracle_render(tok, messages[:span.message_index], [TOOL], add_generation_prompt=True)
+        assert full.startswith(prompt)
+        expected = full[len(prompt):full.index("<|im_end|>", len(prompt)) + len("<|im_end|>")]
+        assert span.completion_text == expected
+        assert sample.input_ids[:span.label_start] == oracle_ids(tok, prompt)
