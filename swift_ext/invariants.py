@@ -61,8 +61,9 @@ def check_rendered(completion: str, message: Message, i: int) -> None:
             message_index=i,
         )
     # a name the answer or reasoning mentions is not a call: each call needs an occurrence of its own (counted, not
-    # cut out: cutting a short reasoning "w" out of the completion would cut "get_weather" too)
-    others = message_texts(message, calls=False)
+    # cut out: cutting a short reasoning "w" out of the completion would cut "get_weather" too); only texts the
+    # completion holds count (reasoning a thinking-off render drops mentions names nowhere in it)
+    others = [text for text in message_texts(message, calls=False) if text in completion]
     calls = Counter(call.name for call in message.tool_calls)
     for call in message.tool_calls:
         if completion.count(call.name) < calls[call.name] + sum(t.count(call.name) for t in others):

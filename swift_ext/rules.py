@@ -203,8 +203,8 @@ class Rule(str, Enum):
                               "The family's description states a prefix property of its template (`[prefix]`, "
                               "the fast path of long conversations) that this conversation breaks: encoding it per "
                               "turn gives other samples (checked on a sample of conversations, and wherever the "
-                              "fast path raises). Report it; meanwhile the generic family (`family='hf'`, "
-                              "`--family hf`) encodes every turn on its own.",
+                              "fast path raises). Report it; meanwhile the generic family `hf` (`--family hf` on the "
+                              "command line) encodes every turn on its own.",
                               ("swift_ext.core",))
     TURN_NOT_LOCATED = ("turn-not-located", Group.TEMPLATE,
                         "The template rewrote history and the turn's text cannot be found in its rendering.",
