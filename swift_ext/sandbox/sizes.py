@@ -180,9 +180,7 @@ def _sx_str(value: Any) -> str:
         _check_text(value, "prints a value")
         value = str(value)
     if len(value) > _SHORT:
-        budget = _budget()
-        budget.check_size(len(value), "prints a value")
-        budget.printed(value)
+        _charge_printed(value)
     return value
 
 
@@ -190,10 +188,15 @@ def _sx_escape(value: Any) -> Markup:
     """``{{ value }}`` under ``{% autoescape true %}``."""
     text = escape(value if hasattr(value, "__html__") else _sx_str(value))
     if len(text) > _SHORT:
-        budget = _budget()
-        budget.check_size(len(text), "prints a value")
-        budget.printed(text)
+        _charge_printed(text)
     return text
+
+
+def _charge_printed(text: str) -> None:
+    """A long printed value (the callers test the length first: short ones, nearly all, cost no call)."""
+    budget = _budget()
+    budget.check_size(len(text), "prints a value")
+    budget.printed(text)
 
 
 def _sx_join(items: Any) -> str:
