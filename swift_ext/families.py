@@ -27,12 +27,14 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 TOOL_ARGUMENT_FORMS = ("any", "dict", "json")
 MESSAGE_PARSERS = ("harmony",)
+"""Values of ``[rollout] message_parser``: how a sampled turn's text splits into message fields."""
 PREFIX_KINDS = ("user", "system", "tool", "assistant", "answer")
 """Values of ``[prefix] rewritten_by``: a role, or ``answer`` (an assistant message without tool calls)."""
 PREFIX_LAST_TURN = ("same", "same-with-reasoning", "same-with-tool-calls")
 """Values of ``[prefix] last_turn``: an assistant message renders the same when it is the last message (``same``),
 or only when it carries reasoning (``same-with-reasoning``) or tool calls (``same-with-tool-calls``)."""
-"""Values of ``[rollout] message_parser``: how a sampled turn's text splits into message fields."""
+MEDIA_KINDS = ("image", "video", "audio")
+"""Keys of ``[media]``: the media kinds of ms-swift's ``images`` / ``videos`` / ``audios`` columns."""
 
 GENERIC_REASONING_TAGS: tuple[tuple[str, str], ...] = (
     ("<think>", "</think>"),              # Qwen3, QwQ, DeepSeek-R1, GLM, Kimi, Phi-4, most reasoning models
@@ -77,6 +79,10 @@ class Family:
     """The template's prefix property (``[prefix]``, templates/README.md): renders of a conversation's prefixes
     are prefixes of one another while no message of these kinds lies between them; ``None``: not stated."""
     prefix_last_turn: str = "same"
+    media: tuple[tuple[str, str], ...] = ()
+    """``[media]``: each media kind the parity templates place exactly for this family, with the text the chat
+    template writes for one item of it (``("video", "<|vision_start|><|video_pad|><|vision_end|>")``); a row with
+    a kind not listed is refused (``template-media-unsupported``)."""
     match_sha256: tuple[str, ...] = ()
     match_contains: tuple[str, ...] = ()
     match_excludes: tuple[str, ...] = ()
@@ -155,6 +161,9 @@ def _family_from_toml(path: Path) -> Family:
                                or prefix.get("last_turn", "same") not in PREFIX_LAST_TURN):
         raise ValueError(f"{path}: [prefix] rewritten_by takes {PREFIX_KINDS}, last_turn one of {PREFIX_LAST_TURN}")
     message_parser = data.get("rollout", {}).get("message_parser")
+    media = data.get("media", {})
+    if not set(media) <= set(MEDIA_KINDS) or not all(isinstance(v, str) and v for v in media.values()):
+        raise ValueError(f"{path}: [media] maps a kind among {MEDIA_KINDS} to the text the template writes for it")
     if message_parser not in (None, *MESSAGE_PARSERS):
         raise ValueError(f"{path}: [rollout] message_parser must be one of {MESSAGE_PARSERS}")
     return Family(
@@ -177,6 +186,7 @@ def _family_from_toml(path: Path) -> Family:
         keep_history_value=history.get("keep_value", True),
         prefix_rewritten_by=None if prefix is None else tuple(prefix.get("rewritten_by", ())),
         prefix_last_turn="same" if prefix is None else prefix.get("last_turn", "same"),
+        media=tuple(media.items()),
         match_sha256=tuple(match.get("sha256", ())),
         match_contains=tuple(match.get("contains", ())),
         match_excludes=tuple(match.get("excludes", ())),
