@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from .columns import SIDE_CHANNEL
+from .conversion import media_kind
 
 _SWIFT_KEYS = frozenset({"role", "content", "loss", "loss_scale"})
 
@@ -30,12 +31,22 @@ def needs_side_channel(messages: Any) -> bool:
     return False
 
 
+def _without_media_values(message: dict[str, Any]) -> dict[str, Any]:
+    """The message with each media content part as ``{"type": kind}``: the template renders only its kind (the
+    item itself goes to ms-swift's ``images`` / ``videos``, ``conversion.add_media_parts``), and an item given as
+    an object (PIL frames of a video) is not JSON."""
+    content = message.get("content")
+    if not isinstance(content, list) or not any(media_kind(p) for p in content):
+        return message
+    return {**message, "content": [{"type": media_kind(p)} if media_kind(p) else p for p in content]}
+
+
 def side_channel_text(messages: Any) -> str | None:
     """The ``SIDE_CHANNEL`` value for these messages, or None when they need none (or are not JSON)."""
     if not needs_side_channel(messages):
         return None
     try:
-        return json.dumps(messages, ensure_ascii=False)
+        return json.dumps([_without_media_values(m) for m in messages], ensure_ascii=False)
     except (TypeError, ValueError):
         return None
 
