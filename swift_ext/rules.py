@@ -152,6 +152,10 @@ class Rule(str, Enum):
                          "A multimodal row's `<image>` / `<video>` / `<audio>` tags (or media content parts) and the "
                          "items of its `images` / `videos` / `audios` column differ in number: put exactly one tag "
                          "where each item goes.", ("swift_ext.ms_swift.conversion",))
+    INPUT_MEDIA_UNREADABLE = ("input-media-unreadable", Group.INPUT,
+                              "A video of the row cannot be read (a missing or broken file, or no video reader: "
+                              "qwen_vl_utils reads files with decord or torchcodec, `pip install decord`).",
+                              ("swift_ext.ms_swift.video",))
     INPUT_NOT_AN_OBJECT = ("input-not-an-object", Group.INPUT, "A dataset row is not a JSON object.",
                            ("swift_ext.diagnostics.rows",))
     INPUT_MISSING_MESSAGES = ("input-missing-messages", Group.INPUT,
@@ -212,13 +216,15 @@ class Rule(str, Enum):
     TEMPLATE_MEDIA_PLACEHOLDERS = ("template-media-placeholders", Group.TEMPLATE,
                                    "A sample of a multimodal row holds a different number of image / video "
                                    "placeholder tokens than its messages hold media (the template dropped or "
-                                   "repeated media, or `--max_length` cut through it): no list of items matches its "
+                                   "repeated media, or `--max_length` cut through it), or the template writes an "
+                                   "item otherwise than its family's `[media]` says: no list of items matches its "
                                    "tokens.", ("swift_ext.ms_swift.vision",))
     TEMPLATE_MEDIA_UNSUPPORTED = ("template-media-unsupported", Group.TEMPLATE,
-                                  "A row holds video or audio, which the parity templates cannot yet place exactly "
-                                  "(Qwen3.5/3.6's video expansion writes its own vision markers around the chat "
-                                  "template's): train such rows with ms-swift's own template, or leave them out.",
-                                  ("swift_ext.ms_swift.vision",))
+                                  "A row holds a media kind its family's `[media]` (templates/*.toml) does not list "
+                                  "(Gemma-4 video, any audio), or a video whose model has a video processor of "
+                                  "unknown sizing: the parity templates place only what tests/multimodal proves "
+                                  "against the model's processor. Train such rows with ms-swift's own template, or "
+                                  "leave them out.", ("swift_ext.ms_swift.vision", "swift_ext.ms_swift.video"))
     UNKNOWN_FAMILY = ("unknown-family", Group.TEMPLATE,
                       "No family has the name given, or `strict=True` and no family recognises the template: name a "
                       "family (`swift-ext families`) or drop `strict`.", ("swift_ext.families",))

@@ -36,7 +36,7 @@ from .rows import ParityRows
 from .side_channel import with_side_channel
 from .state import active_training_template, log_once, remember_training_template
 from .truncation import ParitySampleDropped, only_sample, row_samples
-from .vision import TextOnlyVisionMixin, load_media, sample_media
+from .vision import TextOnlyVisionMixin, load_media, media_ids, sample_media
 
 _CHOSEN_SAMPLE = "_swift_ext_chosen_sample"
 """``inputs.extra_kwargs`` key by which ``_encode_truncated`` hands ``_jinja_encode`` the sample to encode.
@@ -110,14 +110,14 @@ class ParityTemplateMixin(ParityRows):
     def _jinja_encode(self, inputs):
         chosen = inputs.extra_kwargs.pop(_CHOSEN_SAMPLE, None)
         if chosen is not None:  # the sample _encode_truncated picked (its media already chosen)
-            self._parity_load_media(inputs)
-            return (*contexts(chosen[0].input_ids, chosen[1]), 1)
+            tags = self._parity_load_media(inputs)
+            return (*contexts(*media_ids(self, chosen[0].input_ids, chosen[1], tags)), 1)
         if has_token_id_content(inputs.messages):  # GRPO: the rollout engine's prompt, or the training ids
             return self.parity_token_turns(inputs).swift_contexts()
         if not self.is_training:
             ids = self._parity_prompt_ids(inputs)
-            self._parity_load_media(inputs)  # the prompt holds every item of the row
-            return [ids], [0.0], 0
+            tags = self._parity_load_media(inputs)  # the prompt holds every item of the row
+            return [media_ids(self, ids, [0.0] * len(ids), tags)[0]], [0.0], 0
         # training, but not SFT (modes rlhf / kto, other task types): ms-swift's own _encode_truncated called us
         sample, scales = only_sample(self.parity_samples(inputs), inputs.extra_kwargs.get(SAMPLE_COLUMN))
         return (*contexts(sample.input_ids, scales), 1)
@@ -146,11 +146,13 @@ class ParityTemplateMixin(ParityRows):
         batched = [self._parity_encode_sample(inputs, chosen) for chosen in samples]
         return batched[0] if len(batched) == 1 else batched
 
-    def _parity_load_media(self, inputs) -> None:
-        """ms-swift's media loading, for a multimodal model (``vision.load_media``)."""
+    def _parity_load_media(self, inputs) -> dict[str, list[int]]:
+        """ms-swift's media loading, for a multimodal model (``vision.load_media``): the ids ms-swift expands
+        for one item of each kind (none for a text-only model)."""
         model_meta = getattr(self, "model_meta", None)
         if inputs.is_multimodal and model_meta is not None and model_meta.is_multimodal:
-            load_media(self, inputs)
+            return load_media(self, inputs)
+        return {}
 
     def _parity_trains(self) -> bool:
         return self.is_training and self.task_type == "causal_lm" and self.mode == "train"

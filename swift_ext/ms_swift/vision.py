@@ -24,6 +24,7 @@ from swift.template import Template
 from ..errors import TemplateRenderError
 from ..types import Sample
 from .conversion import MEDIA_KINDS, media_counts
+from .video import video_frames
 
 
 class TextOnlyVisionMixin:
@@ -119,31 +120,101 @@ def _processor_resize(template: Any) -> Any:
     return lambda height, width: resize(height, width, factor=patch * merge, **bounds)
 
 
-def load_media(template: Any, inputs: Any) -> None:
-    """ms-swift's own media loading for each item of the row (``replace_tag``, which ms-swift calls for each
-    ``<image>`` / ``<video>`` tag of text it tokenizes; the parity template hands it token ids instead). Images
-    are first brought to the size the model's processor gives them (``_processor_resize``), then qwen_vl_utils
-    runs within the processor's pixel limits (a row's ``chat_template_kwargs`` ``min_pixels`` / ``max_pixels``
-    still override those); video and audio are refused (``template-media-unsupported``)."""
-    unsupported = [kind for kind in ("video", "audio") if getattr(inputs, f"{kind}s", None)]
+def _placed_media(template: Any, inputs: Any) -> dict[str, str]:
+    """The family's ``[media]`` (kind -> what its chat template writes for one item); a kind the row holds that
+    the family does not list is refused: the parity templates place only what tests/multimodal prove against the
+    model's processor."""
+    family = getattr(template, "parity_family_obj", None)
+    placed = dict(getattr(family, "media", ()))
+    unsupported = [kind for kind in MEDIA_KINDS if getattr(inputs, f"{kind}s", None) and kind not in placed]
     if unsupported:
-        # Qwen3.5/3.6 (ms-swift's Qwen3-VL path): the processor's expansion of a video brings its own
-        # <|vision_start|> ... <|vision_end|> (and timestamps) around the ones the chat template wrote, so the
-        # tokens would not be the processor's; audio is untested. Refused rather than trained wrong.
+        name = getattr(family, "name", "hf")
         raise TemplateRenderError(
-            f"the parity templates do not place {' and '.join(unsupported)} exactly yet (images only); train "
-            f"such rows with ms-swift's own template, or leave them out", rule="template-media-unsupported")
+            f"the parity template of family {name!r} does not place {' and '.join(unsupported)} exactly (its "
+            f"templates/{name}.toml [media] lists {sorted(placed) or 'none'}); train such rows with ms-swift's own "
+            "template, or leave them out", rule="template-media-unsupported")
+    return placed
+
+
+def _resize_images(template: Any, inputs: Any) -> None:
+    """Bring each image to the size the model's image processor gives it (``_processor_resize``)."""
     resize = _processor_resize(template)
     for index, image in enumerate(inputs.images or []):
         if resize is not None and hasattr(image, "size") and hasattr(image, "resize"):
             height, width = resize(image.size[1], image.size[0])
             if (width, height) != tuple(image.size):
                 inputs.images[index] = image.resize((width, height))  # PIL's bicubic, as qwen_vl_utils resizes
+
+
+def load_media(template: Any, inputs: Any) -> dict[str, list[int]]:
+    """ms-swift's own media loading for each item of the row (``replace_tag``, which ms-swift calls for each
+    ``<image>`` / ``<video>`` tag of text it tokenizes; the parity template hands it token ids instead). Images
+    are first brought to the size the model's processor gives them (``_processor_resize``), videos are read at
+    that size (``video.video_frames``), then qwen_vl_utils runs within the processor's pixel limits (a row's
+    ``chat_template_kwargs`` ``min_pixels`` / ``max_pixels`` / ``resized_height`` still override those). A kind
+    the family's ``[media]`` does not list is refused (``template-media-unsupported``).
+
+    Returns, for each kind the row holds, the token ids ms-swift's ``_encode`` expands for one item (what
+    ``replace_tag`` returns): ``media_ids`` puts them where the chat template wrote its own text for the item."""
+    _placed_media(template, inputs)
+    _resize_images(template, inputs)
     saved = inputs.chat_template_kwargs
+    tags: dict[str, list[int]] = {}
     try:
         for kind in ("image", "video"):
-            inputs.chat_template_kwargs = {**_processor_pixel_bounds(template, kind), **(saved or {})}
             for index in range(len(getattr(inputs, f"{kind}s", None) or [])):
-                template.replace_tag(kind, index, inputs)
+                frames = video_frames(template, inputs, index, saved) if kind == "video" else None
+                # a video is read at the processor's size; an image within its pixel limits
+                size = _processor_pixel_bounds(template, kind) if frames is None else frames.size_kwargs()
+                inputs.chat_template_kwargs = {**size, **(saved or {})}
+                tags[kind] = _context_ids(template, template.replace_tag(kind, index, inputs))
+                if frames is not None:
+                    frames.settle(inputs, index)
     finally:
         inputs.chat_template_kwargs = saved
+    return tags
+
+
+def _context_ids(template: Any, context: list[Any]) -> list[int]:
+    """ms-swift's context list (text pieces and token-id lists) as token ids."""
+    ids: list[int] = []
+    for piece in context:
+        ids += template.tokenizer.encode(piece, add_special_tokens=False) if isinstance(piece, str) else list(piece)
+    return ids
+
+
+def media_ids(template: Any, ids: list[int], scales: list[float], tags: dict[str, list[int]],
+              message_index: int | None = None) -> tuple[list[int], list[float]]:
+    """``ids`` (a sample's, or an inference prompt's) with the chat template's text for each media item (the
+    family's ``[media]``) replaced by the ids ms-swift's ``_encode`` expands (``tags``, from ``load_media``).
+
+    They differ for Qwen3.5/3.6 video: the template writes ``<|vision_start|><|video_pad|><|vision_end|>`` and
+    ms-swift 4.6 replaces ``<|video_pad|>`` by the processor's output for that whole text, which keeps the markers:
+    given the template's ids as they are, the sample would hold them twice. An item whose text is not in the ids
+    is ``template-media-placeholders``."""
+    placed = dict(getattr(template, "parity_family_obj", None).media)
+    for kind, tag in tags.items():
+        written = template.tokenizer.encode(placed[kind], add_special_tokens=False)
+        if written == tag:
+            continue
+        token = media_token_id(template, kind)
+        out_ids: list[int] = []
+        out_scales: list[float] = []
+        i = replaced = 0
+        while i < len(ids):
+            if ids[i:i + len(written)] == written:
+                out_ids += tag
+                out_scales += [scales[i]] * len(tag)
+                i += len(written)
+                replaced += 1
+            else:
+                out_ids.append(ids[i])
+                out_scales.append(scales[i])
+                i += 1
+        if token is not None and replaced != ids.count(token):
+            raise TemplateRenderError(
+                f"{ids.count(token)} {kind} placeholder token(s) but {replaced} of them written as the family's "
+                f"[media] {kind} text {placed[kind]!r}: the chat template writes media otherwise than its family "
+                "file says", rule="template-media-placeholders", message_index=message_index)
+        ids, scales = out_ids, out_scales
+    return ids, scales

@@ -10,6 +10,8 @@ template renders for the turn after that prompt through its stop string (what th
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,7 +57,8 @@ def media_parts(content) -> list[str]:
 
 def oracle_turns(processor, messages, images, stops, tools=None, videos=None, video_kwargs=None, kwargs=None):
     """Ground truth per trained assistant turn: ``prompt_ids`` (the processor's, media expanded),
-    ``completion_ids``, and the processor's ``media`` output (grids, pixel values) for the turn's prompt."""
+    ``completion_ids``, and the processor's ``media`` output (grids, pixel values) for the turn's prompt.
+    ``video_kwargs`` go to the processor with the videos (a ``video_metadata`` list: one entry per video)."""
     tok = processor.tokenizer
     out = []
     for i, message in enumerate(messages):
@@ -74,9 +77,10 @@ def oracle_turns(processor, messages, images, stops, tools=None, videos=None, vi
         completion = rest[:min(rest.find(s) + len(s) for s in stops if s in rest)]
         kinds = [k for m in messages[:i] for k in media_parts(m.get("content"))]
         n_images, n_videos = kinds.count("image"), kinds.count("video")
+        per_video = {k: v[:n_videos] if k == "video_metadata" else v for k, v in (video_kwargs or {}).items()}
         media = processor(text=[prompt], images=images[:n_images] or None, add_special_tokens=False,
                           videos=(videos or [])[:n_videos] or None, return_tensors="pt",
-                          **(dict(video_kwargs or {}) if n_videos else {}))
+                          **(per_video if n_videos else {}))
         out.append({"index": i, "prompt_ids": media.pop("input_ids")[0].tolist(), "media": dict(media),
                     "completion_ids": tok(completion, add_special_tokens=False)["input_ids"],
                     "n_images": n_images, "n_videos": n_videos})
@@ -102,3 +106,22 @@ def match_turns(samples, turns):
         stray = [j for j, x in enumerate(sample["labels"]) if x != -100 and j not in covered[k]]
         assert not stray, f"sample {k} labels positions outside any exact completion: {stray[:10]}"
     return where
+
+
+def swift_env(extra=None):
+    """The environment of a ``swift`` subprocess: this checkout first on the path, no hub."""
+    env = dict(os.environ)
+    env.update(extra or {})
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("USE_HF", "1")
+    return env
+
+
+def run_swift(args, env, log: Path):
+    """``swift <args>`` (ms-swift's CLI) with its output in ``log``; a failure shows the log's last lines."""
+    cmd = [sys.executable, "-m", "swift.cli.main", *args]
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=900)
+    assert proc.returncode == 0, f"swift {args[0]} failed; last lines:\n" + "\n".join(
+        log.read_text(errors="replace").splitlines()[-40:])

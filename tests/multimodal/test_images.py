@@ -228,20 +228,6 @@ def test_fewer_image_tags_than_images_is_an_error(model):
     assert info.value.rule == "input-media-count"
 
 
-def test_video_is_refused_not_trained_wrong(model, tmp_path):
-    """Qwen3.5/3.6 video: ms-swift's expansion would write the vision markers the chat template already wrote."""
-    frames = []
-    for k in range(4):
-        frames.append(str(tmp_path / f"frame{k}.png"))
-        gradient(64, 64, k).save(frames[-1])
-    template = _template(model)
-    row = {"messages": [{"role": "user", "content": "<video>What happens?"},
-                        {"role": "assistant", "content": "Colours change."}], "videos": [frames]}
-    with pytest.raises(ParityError) as info:
-        template.encode(row)
-    assert info.value.rule == "template-media-unsupported"
-
-
 def test_max_length_counts_expanded_images_and_drops_never_cuts(model):
     """A sample within --max_length as placeholders but over it once the processor expands its images is
     dropped (ms-swift skips the row), never cut through an image nor trained over-long."""
