@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -119,7 +120,37 @@ def to_conversation(obj: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]
         messages = _from_alpaca_row(obj)
     else:
         messages = _from_response_row(_rename(obj, _RESPONSE))
-    return _from_swift_messages(messages), tools
+    return _with_media_parts(_from_swift_messages(messages), obj), tools
+
+
+_MEDIA_TAGS = {"<image>": "images", "<video>": "videos"}
+"""ms-swift's media tags and the columns that hold their items, in order of appearance."""
+
+
+def _with_media_parts(messages: list[dict[str, Any]], obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """``<image>`` / ``<video>`` tags of a row with an ``images`` / ``videos`` column as content parts holding
+    their items (the n-th tag of a kind takes the column's n-th item), as ms-swift reads them; rows without such a
+    column keep their text (a tag there is text)."""
+    columns = {tag: obj.get(column) for tag, column in _MEDIA_TAGS.items() if isinstance(obj.get(column), list)}
+    if not columns:
+        return messages
+    split = re.compile("(" + "|".join(map(re.escape, columns)) + ")").split
+    taken = dict.fromkeys(columns, 0)
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, str) or not any(tag in content for tag in columns):
+            continue
+        parts: list[dict[str, Any]] = []
+        for piece in split(content):
+            if piece in columns:
+                kind, items = piece[1:-1], columns[piece]
+                value = items[taken[piece]] if taken[piece] < len(items) else None
+                taken[piece] += 1
+                parts.append({"type": kind, kind: value})
+            elif piece:
+                parts.append({"type": "text", "text": piece})
+        message["content"] = parts
+    return messages
 
 
 def row_form(obj: dict[str, Any]) -> str:

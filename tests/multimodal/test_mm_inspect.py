@@ -45,3 +45,32 @@ def test_inspect_shows_each_image_with_its_processor_token_count(tmp_path, capsy
     assert "<|image_pad|>" not in out
     text = page.read_text(encoding="utf-8")
     assert re.findall(r'<span class="txt">(\[image [^<]*)</span>', text).count(f"[image 2: {tokens[1]} tokens]") >= 1
+
+
+def test_inspect_reads_image_tags_with_an_images_column(tmp_path, capsys):
+    """ms-swift's own form: ``<image>`` tags where each image goes, the files in the ``images`` column."""
+    testing.fixture_dir("qwen3_5")
+    model = tiny.build_tiny_vl_model("qwen3_5", tmp_path / "model")
+    paths = []
+    for k, size in enumerate([(64, 96), (128, 64)]):
+        paths.append(str(tmp_path / f"img{k}.png"))
+        gradient(*size, k).save(paths[-1])
+    row = {"messages": [{"role": "user", "content": "<image>What colour?"},
+                        {"role": "assistant", "content": "Red."},
+                        {"role": "user", "content": "And <image>this?"},
+                        {"role": "assistant", "content": "Green."}], "images": paths}
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["inspect", str(model), str(data), "--no-ids"]) == 0
+    out = capsys.readouterr().out
+
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(str(model))
+    grids = processor.image_processor(images=[Image.open(p) for p in paths], return_tensors="pt")["image_grid_thw"]
+    tokens = [int(g.prod()) // processor.image_processor.merge_size ** 2 for g in grids]
+    assert tokens[0] != tokens[1]
+    assert f"[image 1: {tokens[0]} tokens]" in out and f"[image 2: {tokens[1]} tokens]" in out
+    assert "<|image_pad|>" not in out
