@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import threading
+from array import array
 from bisect import bisect_right
 from typing import Any
 
@@ -37,13 +38,17 @@ _PROBES = (
 CACHE_ENV_VAR = "SWIFT_EXT_TOKEN_CACHE_MB"
 DEFAULT_CACHE_MB = 256
 
-# What one memoised piece costs beyond its key string (``sys.getsizeof``): the id list's header, a pointer and an
-# int object per id (28 bytes, 32 as pymalloc hands them out) and the dict slot with its share of the table's
-# spare room. Ids below 257 are shared int objects, so text made of them is over-counted (a string of digits
-# about 4.5x, prose by up to 20%): looking for them would cost ~10 ns per new id, on encode's hot path. Checked
-# against tracemalloc in tests/reliability/test_cache_bounds.py.
+# What one memoised piece costs beyond its key string (``sys.getsizeof``): the id list's header, a pointer per id
+# and the dict slot with its share of the table's spare room. The int objects are counted apart: each generation
+# keeps one int object per distinct id (``_ints``) and every list it holds points to those, so an id costs its
+# int object (28 bytes, 32 as pymalloc hands them out) and its slot in that table once per generation, not once
+# per occurrence (~29 ns per id of a new piece to look up). benchmarks/trajectory.py's 256-round gpt-oss
+# trajectory has 98,000 ids of ~1,200 distinct values: one int object per id was 2.5 MB, 30% of encode's peak
+# memory (issue 14); tool outputs of real source code have ~4,900 distinct in 87,000. The samples' lists point to
+# the same objects. Checked against tracemalloc in tests/reliability/test_cache_bounds.py.
 _LIST_BYTES = 56
-_ID_BYTES = 8 + 32
+_ID_BYTES = 8
+_INT_BYTES = 32 + 48
 _SLOT_BYTES = 48
 _ENTRY_BYTES = _LIST_BYTES + _SLOT_BYTES
 
@@ -65,9 +70,19 @@ def cache_budget(cache_bytes: int | None = None) -> int:
     return int(megabytes * (1 << 20))
 
 
-def entry_bytes(piece: str, ids: list[int]) -> int:
-    """The memory one cache entry holds (key string, id list, int objects, dict slot), rounded up."""
-    return sys.getsizeof(piece) + _ENTRY_BYTES + _ID_BYTES * len(ids)
+def entry_bytes(piece: str, ids: list[int], new_ids: int | None = None) -> int:
+    """The memory one cache entry holds (key string, id list, dict slot, and the int objects of the ``new_ids``
+    ids its generation did not hold yet: all of them when not given), rounded up."""
+    return sys.getsizeof(piece) + _ENTRY_BYTES + _ID_BYTES * len(ids) + _INT_BYTES * (
+        len(ids) if new_ids is None else new_ids)
+
+
+def _intern(ids: list[int], ints: dict[int, int]) -> tuple[list[int], int]:
+    """``ids`` as a list of ``ints``' int objects (those it lacks added), and how many were added. Promoted
+    entries go through it too, so a dropped generation leaves no int objects its successor holds uncounted."""
+    held = len(ints)
+    shared = list(map(ints.setdefault, ids, ids))
+    return shared, len(ints) - held
 
 
 class SegmentTokenizer:
@@ -76,7 +91,8 @@ class SegmentTokenizer:
     The piece cache is two generations of plain dicts, bounded in bytes: new pieces (and old-generation pieces
     that are used again) go into the young one; when it would pass half the budget it becomes the old one and
     the previous old one is dropped. Dicts are only ever added to, never cleared or shrunk, so a reader that took
-    one needs no lock: only writers (pieces not yet cached, once per new message text) take it.
+    one needs no lock: only writers (pieces not yet cached, once per new message text) take it. The lists of one
+    generation share one int object per distinct id (``_ints``, replaced with the generation).
     """
 
     def __init__(self, tokenizer: Any, split_on: str | None = None, cache_bytes: int | None = None) -> None:
@@ -91,6 +107,7 @@ class SegmentTokenizer:
         self._lock = threading.Lock()
         self._young: dict[str, list[int]] = {}
         self._old: dict[str, list[int]] = {}
+        self._ints: dict[int, int] = {}  # the young generation's int object of each id it holds
         self._young_bytes = 0
         self._old_bytes = 0
         self.evictions = 0
@@ -208,28 +225,34 @@ class SegmentTokenizer:
             pairs += zip(todo, [enc.ids for enc in self._backend.encode_batch(todo, add_special_tokens=False)])
         elif todo:
             pairs += [(piece, self.encode_whole(piece)) for piece in todo]
-        half, fixed, per_id, getsizeof = self.cache_bytes // 2, _ENTRY_BYTES, _ID_BYTES, sys.getsizeof
+        half, fixed, per_id, per_int, getsizeof = self.cache_bytes // 2, _ENTRY_BYTES, _ID_BYTES, _INT_BYTES, \
+            sys.getsizeof
+        found: dict[str, list[int]] = {}
         with self._lock:
-            young = self._young
+            young, ints = self._young, self._ints
             landed = young is into
             used = self._young_bytes
             for piece, ids in pairs:
                 size = getsizeof(piece) + fixed + per_id * len(ids)  # entry_bytes, inlined: once per new piece
-                if size > half:
+                if size + per_int * len(ids) > half and size + per_int * len(set(ids)) > half:
+                    found[piece] = ids
                     landed = False
                     continue  # bigger than a generation: tokenized each time it occurs
-                if used + size > half:
+                shared, new = _intern(ids, ints)
+                if used + size + per_int * new > half:
                     # The young generation becomes the old one; readers still holding the dropped one keep it
                     # alive until they return, and it is never cleared under them.
                     self._old, self._old_bytes = young, used
                     young = self._young = {}
+                    ints = self._ints = {}
                     used = 0
                     self.evictions += 1
                     landed = False
-                young[piece] = ids  # if another thread cached it meanwhile: the same ids, counted twice
-                used += size
+                    shared, new = _intern(ids, ints)
+                young[piece] = found[piece] = shared  # if another thread cached it meanwhile: counted twice
+                used += size + per_int * new
             self._young_bytes = used
-        return None if landed else dict(pairs)
+        return None if landed else found
 
     @staticmethod
     def _join(pieces: list[str], cache: dict[str, list[int]], fresh: dict[str, list[int]]) -> list[int]:
@@ -241,7 +264,7 @@ class SegmentTokenizer:
 
     def _forget(self) -> None:
         with self._lock:
-            self._young, self._old = {}, {}
+            self._young, self._old, self._ints = {}, {}, {}
             self._young_bytes = self._old_bytes = 0
 
     @staticmethod
@@ -291,11 +314,13 @@ class PrefixIds:
             return  # no pieces: every prompt is tokenized whole (exact, and as slow as before)
         pieces = splitter.split(text)  # text, token, text, token, ..., text
         self.longest = max(map(len, tokens._split_tokens))
-        self.starts: list[int] = []  # where each added token starts in the text
-        self.cut_ends: list[int] = []  # where it ends
-        self.cut_counts: list[int] = []  # how many ids precede its end
+        # Offsets and counts are machine ints (array 'q'), not lists of int objects: for a 256-round gpt-oss
+        # trajectory they were 11,000 int objects (0.37 MB, 4% of encode's peak memory) alive for the whole call.
+        self.starts = array("q")  # where each added token starts in the text
+        self.cut_ends = array("q")  # where it ends
+        self.cut_counts = array("q")  # how many ids precede its end
         self.lists: list[list[int]] = []  # the non-empty id lists of the pieces, in order
-        self.counts: list[int] = [0]  # how many ids precede each of them (and, last, the total)
+        self.counts = array("q", [0])  # how many ids precede each of them (and, last, the total)
         at = total = 0
         for k, ids in enumerate(tokens.piece_ids(pieces)):
             if ids:
