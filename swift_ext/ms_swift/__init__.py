@@ -30,6 +30,8 @@ The package, one module per job (importing it does not import ms-swift; ``regist
 - ``data``: the dataset hook; ``columns``: the columns it adds (its only contract with ``template``);
 - ``registry`` / ``agent`` / ``vision``: registration of the templates and agent templates, text-only use of
   ms-swift's vision templates;
+- ``compat``: narrow fixes of ms-swift's own model code where a known broken combination is detected (ms-swift
+  4.6's Gemma-4 forward with transformers >= 5.15's per-image image features);
 - ``state``: every piece of module-level state, documented.
 """
 
@@ -48,9 +50,10 @@ def plugin_path() -> str:
 
 
 def register() -> list[str]:
-    """Register every parity template and agent template, install the data hook and the GRPO logprob guard
-    (``$SWIFT_EXT_LOGPROB_GUARD``; idempotent)."""
+    """Register every parity template and agent template, install the data hook, the GRPO logprob guard
+    (``$SWIFT_EXT_LOGPROB_GUARD``) and the Gemma-4 image-feature shim (``compat``; idempotent)."""
     if state.registered() is None:
+        from .compat import install_gemma4_image_features
         from .data import install
         from .loss_scale import register as register_loss_scale
         from .registry import register_parity_templates
@@ -60,6 +63,7 @@ def register() -> list[str]:
         state.set_registered(register_parity_templates())
         install()
         configure_logprob_guard(mode)
+        install_gemma4_image_features()
     return state.registered()
 
 
