@@ -11,13 +11,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from mm_helpers import REPO_ROOT, gradient, require_vision
+from mm_helpers import gradient, require_vision, run_swift, swift_env
 
 require_vision()
 
@@ -47,15 +44,6 @@ Template.data_collator = data_collator
 '''
 
 
-def _env(extra=None):
-    env = dict(os.environ)
-    env.update(extra or {})
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("USE_HF", "1")
-    return env
-
-
 @pytest.fixture(scope="module")
 def tiny_vl(tmp_path_factory):
     """Tiny vision-language model folders by (fixture, architecture), each built once in this module (a Gemma-4
@@ -70,14 +58,6 @@ def tiny_vl(tmp_path_factory):
         return built[fixture_name, arch]
 
     return build
-
-
-def _swift(args, env, log: Path):
-    cmd = [sys.executable, "-m", "swift.cli.main", *args]
-    with open(log, "w") as f:
-        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=900)
-    assert proc.returncode == 0, f"swift {args[0]} failed; last lines:\n" + "\n".join(
-        log.read_text(errors="replace").splitlines()[-40:])
 
 
 def dataset(folder: Path) -> Path:
@@ -166,7 +146,7 @@ def test_swift_sft_and_infer_with_images(tmp_path, tiny_vl, fixture_name, templa
             "--freeze_vit", "false", *(["--enable_thinking", "true"] if arch == "gemma4" else []),
             # no modelscope "is the local model the latest" lookup (offline: about 7 s of retries a run)
             "--check_model", "false"]
-    _swift(argv, _env({"SWIFT_EXT_TEST_DUMP": str(dump)}), tmp_path / "sft.log")
+    run_swift(argv, swift_env({"SWIFT_EXT_TEST_DUMP": str(dump)}), tmp_path / "sft.log")
     run = next(out.iterdir())
     logs = [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
     losses = [float(x["loss"]) for x in logs if "loss" in x]
@@ -190,9 +170,9 @@ def test_swift_sft_and_infer_with_images(tmp_path, tiny_vl, fixture_name, templa
     infer_data.write_text(json.dumps({"messages": [{"role": "user", "content": "<image>What colour?"}],
                                       "images": [str(tmp_path / "img1.png")]}) + "\n")
     log = tmp_path / "infer.log"
-    _swift(["infer", "--model", str(ckpt), "--infer_backend", "transformers", "--val_dataset", str(infer_data),
+    run_swift(["infer", "--model", str(ckpt), "--infer_backend", "transformers", "--val_dataset", str(infer_data),
             "--max_new_tokens", "4", "--result_path", str(tmp_path / "infer_result.jsonl"),
-            "--torch_dtype", "float32"], _env(), log)
+            "--torch_dtype", "float32"], swift_env(), log)
     text = log.read_text(errors="replace")
     assert ms.plugin_path() in text and template in text
     result = json.loads((tmp_path / "infer_result.jsonl").read_text().splitlines()[0])

@@ -100,7 +100,7 @@ def test_swift_sft_and_infer_with_video(tmp_path):
             "--max_steps", "2", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3",
             "--torch_dtype", "float32", "--output_dir", str(out), "--save_steps", "2", "--logging_steps", "1",
             "--split_dataset_ratio", "0", "--dataloader_num_workers", "0", "--report_to", "none", "--seed", "0",
-            "--freeze_vit", "false"]
+            "--freeze_vit", "false", "--check_model", "false"]
     run_swift(argv, swift_env({"SWIFT_EXT_TEST_DUMP": str(dump)}), tmp_path / "sft.log")
     run = next(out.iterdir())
     logs = [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
