@@ -11,6 +11,7 @@ frames is a video at qwen_vl_utils' 2 frames a second (``sample_fps``), ms-swift
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +29,7 @@ from swift_ext.ms_swift.vision import media_ids  # noqa: E402
 
 ms.register()
 
+from swift.dataset import AddLengthPreprocessor, LazyLLMDataset, load_dataset  # noqa: E402
 from swift.model import get_model_processor  # noqa: E402
 from swift.template import get_template  # noqa: E402
 
@@ -139,6 +141,26 @@ def test_video_frame_lists_each_turn_exact_each_sample_its_own_videos(model, tmp
     assert [len(s["video_grid_thw"]) for s in samples] == [1, 1, 2]
     start = model[1].tokenizer.convert_tokens_to_ids("<|vision_start|>")
     assert all(a != start or b != start for s in samples for a, b in zip(s["input_ids"], s["input_ids"][1:]))
+
+
+def test_dataset_loader_lazy_and_pre_tokenized(tmp_path_factory, tmp_path):
+    """One dataset row per sample (``swift_ext_sample``), each with its own videos, in both dataset modes."""
+    model = _build("qwen3_6", tmp_path_factory)
+    template = _template(model)
+    row = swift_row(tmp_path)
+    row["images"] = [str(tmp_path / "image0.png")]
+    IMAGES[0].save(row["images"][0])
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    train, _ = load_dataset([str(path)], split_dataset_ratio=0.0, load_from_cache_file=False)
+    assert len(train) == 3 and train["swift_ext_sample"] == [0, 1, 2]
+    metadata = list_metadata(VIDEOS)
+    check(model, [LazyLLMDataset(train, template.encode, strict=True)[i] for i in range(3)], VIDEOS, metadata)
+    # in-process (datasets 4.8 forks a pool even for num_proc=1; a fork after torch ran its thread pool can hang)
+    with_lengths = AddLengthPreprocessor(template=template)(train, num_proc=None, load_from_cache_file=False,
+                                                            strict=True)
+    pre = LazyLLMDataset(with_lengths, template.encode, strict=True)
+    check(model, [pre[i] for i in range(3)], VIDEOS, metadata)
 
 
 def test_openai_video_parts_with_pil_frames(model):

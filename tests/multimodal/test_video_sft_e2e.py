@@ -1,8 +1,9 @@
-"""End to end on CPU with video: ``swift sft`` 2 steps on a tiny random Qwen3.6 vision-language model (built from
-the fixture's tokenizer, processor configs beside it) with generated videos (a list of frame files, and an .mp4),
-then ``swift infer`` with a video on the checkpoint. Every batch's video tokens are exactly what its
-``video_grid_thw`` says, each sample's videos its own, and no vision marker is doubled (before: ms-swift wrote the
-template's ``<|vision_start|>`` / ``<|vision_end|>`` around a video twice)."""
+"""End to end on CPU with video: ``swift sft`` 2 steps on a tiny random Qwen3.5 vision-language model (built from
+the fixture's tokenizer, processor configs beside it; test_mm_sft_e2e.py trains Qwen3.6 with images) with
+generated videos (a list of frame files, and an .mp4), then ``swift infer`` with a video on the checkpoint. Every
+batch's video tokens are exactly what its ``video_grid_thw`` says, each sample's videos its own, and no vision
+marker is doubled (before: ms-swift wrote the template's ``<|vision_start|>`` / ``<|vision_end|>`` around a video
+twice)."""
 
 from __future__ import annotations
 
@@ -88,13 +89,13 @@ def _videos_match_tokens(batch, config):
 
 
 def test_swift_sft_and_infer_with_video(tmp_path):
-    testing.fixture_dir("qwen3_6")
-    model_dir = tiny.build_tiny_vl_model("qwen3_6", tmp_path / "model", "qwen3_5")
+    testing.fixture_dir("qwen3_5")
+    model_dir = tiny.build_tiny_vl_model("qwen3_5", tmp_path / "model", "qwen3_5")
     data = dataset(tmp_path)
     (tmp_path / "dump_plugin.py").write_text(DUMP_PLUGIN)
     dump = tmp_path / "batches.jsonl"
     out = tmp_path / "out"
-    argv = ["sft", "--model", str(model_dir), "--model_type", "qwen3_5", "--template", "qwen3_6_parity",
+    argv = ["sft", "--model", str(model_dir), "--model_type", "qwen3_5", "--template", "qwen3_5_parity",
             "--template_backend", "jinja", "--external_plugins", ms.plugin_path(), str(tmp_path / "dump_plugin.py"),
             "--dataset", str(data), "--lazy_tokenize", "true", "--tuner_type", "full",
             "--max_steps", "2", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3",
@@ -124,7 +125,7 @@ def test_swift_sft_and_infer_with_video(tmp_path):
                "--torch_dtype", "float32", "--external_plugins", ms.plugin_path(), str(tmp_path / "dump_plugin.py")],
               swift_env({"SWIFT_EXT_TEST_DUMP": str(infer_dump)}), log)
     text = log.read_text(errors="replace")
-    assert ms.plugin_path() in text and "qwen3_6_parity" in text
+    assert ms.plugin_path() in text and "qwen3_5_parity" in text
     result = json.loads((tmp_path / "infer_result.jsonl").read_text().splitlines()[0])
     assert "response" in result
     prompts = [json.loads(line) for line in infer_dump.read_text().splitlines()]
