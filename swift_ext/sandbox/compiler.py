@@ -226,6 +226,15 @@ class _BoundedTemplate(jinja2.Template):
             raise TemplateRenderError(exc.detail, rule=exc.rule) from None
         except Exception:
             self.environment.handle_exception()
+        finally:
+            # The template's macros close over the context, and the context holds them: a reference cycle that
+            # keeps each render's variables (the messages as rendered, namespaces) alive until the garbage
+            # collector runs. encode renders a conversation several times: a one-round gpt-oss encode left 42 KB
+            # of such garbage, and clearing it took its peak from 87 KB to 74 KB (benchmarks/trajectory.py, where
+            # the floor's is 40 KB). The output is a string: nothing of the context is needed after it.
+            context.vars.clear()
+            context.exported_vars.clear()
+            context.parent = {}
 
 
 class _ChatSandbox(ImmutableSandboxedEnvironment):
