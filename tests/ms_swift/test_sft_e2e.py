@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from swift_helpers import REPO_ROOT, ROWS, build_tiny_model, load_tokenizer, oracle_turns, require_swift
+from swift_helpers import ROWS, build_tiny_model, load_tokenizer, oracle_turns, require_swift
 
 require_swift()
 
 import swift_ext.ms_swift as ms  # noqa: E402
+from swift_ext.dev.runs import run_swift, subprocess_env  # noqa: E402
 
 DUMP_PLUGIN = '''
 import json, os
@@ -44,23 +42,6 @@ CASES = {
 }
 
 
-def _env(extra):
-    env = dict(os.environ)
-    env.update(extra)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("USE_HF", "1")
-    return env
-
-
-def _swift(args, env, log: Path):
-    cmd = [sys.executable, "-m", "swift.cli.main", *args]
-    with open(log, "w") as f:
-        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=900)
-    assert proc.returncode == 0, f"{' '.join(args[:1])} failed; last lines:\n" + "\n".join(
-        log.read_text(errors="replace").splitlines()[-40:])
-
-
 @pytest.mark.parametrize("template", sorted(CASES))
 def test_swift_sft_two_steps(tmp_path, template):
     fixture_name, arch, stops, extra_env = CASES[template]
@@ -70,7 +51,8 @@ def test_swift_sft_two_steps(tmp_path, template):
     dump_plugin = tmp_path / "dump_plugin.py"
     dump_plugin.write_text(DUMP_PLUGIN)
     dump = tmp_path / "batches.jsonl"
-    env = _env({**(extra_env if template == "qwen3_6_parity" else {}), "SWIFT_EXT_TEST_DUMP": str(dump)})
+    env = subprocess_env({**(extra_env if template == "qwen3_6_parity" else {}),
+                          "SWIFT_EXT_TEST_DUMP": str(dump)})
     out = tmp_path / "out"
     config = {
         "model": str(model_dir), "model_type": "qwen3" if arch == "qwen3" else "llama",
@@ -93,7 +75,7 @@ def test_swift_sft_two_steps(tmp_path, template):
         cfg = tmp_path / "sft.yaml"
         cfg.write_text(yaml.safe_dump({**config, "ENV": extra_env}))
         argv = ["sft", str(cfg)]
-    _swift(argv, env, tmp_path / "sft.log")
+    run_swift(argv, env, tmp_path / "sft.log")
 
     run = next(out.iterdir())
     logs = [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
@@ -141,9 +123,9 @@ def test_swift_sft_two_steps(tmp_path, template):
         infer_data = tmp_path / "infer.jsonl"
         infer_data.write_text(json.dumps({"messages": [{"role": "user", "content": "Say hi."}]}) + "\n")
         log = tmp_path / "infer.log"
-        _swift(["infer", "--model", str(ckpt), "--infer_backend", "transformers", "--val_dataset", str(infer_data),
-                "--max_new_tokens", "4", "--result_path", str(tmp_path / "infer_result.jsonl"),
-                "--torch_dtype", "float32"], _env({}), log)
+        run_swift(["infer", "--model", str(ckpt), "--infer_backend", "transformers", "--val_dataset",
+                   str(infer_data), "--max_new_tokens", "4", "--result_path", str(tmp_path / "infer_result.jsonl"),
+                   "--torch_dtype", "float32"], subprocess_env({}), log)
         text = log.read_text(errors="replace")
         assert "Successfully imported external_plugins" in text and ms.plugin_path() in text
         assert "qwen3_6_parity" in text
@@ -166,7 +148,7 @@ def test_swift_sft_two_steps_with_a_loss_scale(tmp_path, loss_scale):
     (tmp_path / "dump_plugin.py").write_text(DUMP_PLUGIN)
     dump = tmp_path / "batches.jsonl"
     spans = {"SWIFT_EXT_SPAN_WEIGHTS": json.dumps({"reasoning": 0.5, "tool_call": 2.0})}
-    env = _env({"SWIFT_EXT_TEST_DUMP": str(dump), **spans})
+    env = subprocess_env({"SWIFT_EXT_TEST_DUMP": str(dump), **spans})
     out = tmp_path / "out"
     argv = ["sft", "--model", str(model_dir), "--model_type", "qwen3", "--template", "qwen3_6_parity",
             "--template_backend", "jinja", "--loss_scale", loss_scale,
@@ -175,7 +157,7 @@ def test_swift_sft_two_steps_with_a_loss_scale(tmp_path, loss_scale):
             "--learning_rate", "1e-3", "--torch_dtype", "float32", "--output_dir", str(out), "--save_strategy", "no",
             "--logging_steps", "1", "--split_dataset_ratio", "0", "--dataloader_num_workers", "0",
             "--report_to", "none", "--seed", "0"]
-    _swift(argv, env, tmp_path / "sft.log")
+    run_swift(argv, env, tmp_path / "sft.log")
     logs = [json.loads(line) for line in (next(out.iterdir()) / "logging.jsonl").read_text().splitlines()]
     losses = [float(x["loss"]) for x in logs if "loss" in x]
     assert len(losses) == 2 and all(math.isfinite(x) and x > 0 for x in losses), losses

@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from swift_helpers import REPO_ROOT, ROWS, build_tiny_model, load_tokenizer, require_swift
+from swift_helpers import ROWS, build_tiny_model, load_tokenizer, require_swift
 
 require_swift()
 
 import swift_ext  # noqa: E402
 import swift_ext.ms_swift as ms  # noqa: E402
+from swift_ext.dev.runs import run_swift, subprocess_env  # noqa: E402
 
 FIXTURE = "Qwen__Qwen3.6-35B-A3B"
 
@@ -48,16 +47,6 @@ Template.data_collator = data_collator
 '''
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(extra)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("USE_HF", "1")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    return env
-
-
 def _exact_samples() -> set[tuple[tuple[int, ...], tuple[int, ...]]]:
     """Every sample swift_ext.encode gives for the dataset, as (input_ids, labels)."""
     tok = load_tokenizer(FIXTURE)
@@ -82,15 +71,11 @@ def test_swift_sft_torchrun_two_cpu_processes(tmp_path: Path) -> None:
             "--learning_rate", "1e-3", "--torch_dtype", "float32", "--output_dir", str(out),
             "--save_strategy", "no", "--logging_steps", "1", "--split_dataset_ratio", "0",
             "--dataloader_num_workers", "0", "--report_to", "none", "--seed", "0", "--ddp_backend", "gloo"]
-    env = _env({"NPROC_PER_NODE": "2", "MASTER_PORT": str(29500 + os.getpid() % 1000),
-                "SWIFT_EXT_TEST_DUMP": str(dump)})
+    env = subprocess_env({"NPROC_PER_NODE": "2", "MASTER_PORT": str(29500 + os.getpid() % 1000),
+                          "SWIFT_EXT_TEST_DUMP": str(dump)}, drop=("CUDA_VISIBLE_DEVICES",))
     log = tmp_path / "sft.log"
-    with open(log, "w") as fh:
-        proc = subprocess.run([sys.executable, "-m", "swift.cli.main", *argv], env=env, stdout=fh,
-                              stderr=subprocess.STDOUT, timeout=900)
+    run_swift(argv, env, log)
     text = log.read_text(errors="replace")
-    assert proc.returncode == 0, "swift sft under torchrun failed; last lines:\n" + "\n".join(
-        text.splitlines()[-40:])
     assert "torchrun" in text or "torch.distributed.run" in text  # ms-swift launched torchrun itself
 
     logs = [json.loads(line) for line in (next(out.iterdir()) / "logging.jsonl").read_text().splitlines()]

@@ -10,8 +10,6 @@ template renders for the turn after that prompt through its stop string (what th
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -107,21 +105,3 @@ def match_turns(samples, turns):
         assert not stray, f"sample {k} labels positions outside any exact completion: {stray[:10]}"
     return where
 
-
-def swift_env(extra=None):
-    """The environment of a ``swift`` subprocess: this checkout first on the path, no hub."""
-    env = dict(os.environ)
-    env.update(extra or {})
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("USE_HF", "1")
-    return env
-
-
-def run_swift(args, env, log: Path):
-    """``swift <args>`` (ms-swift's CLI) with its output in ``log``; a failure shows the log's last lines."""
-    cmd = [sys.executable, "-m", "swift.cli.main", *args]
-    with open(log, "w") as f:
-        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=900)
-    assert proc.returncode == 0, f"swift {args[0]} failed; last lines:\n" + "\n".join(
-        log.read_text(errors="replace").splitlines()[-40:])

@@ -14,12 +14,13 @@ import math
 from pathlib import Path
 
 import pytest
-from mm_helpers import gradient, require_vision, run_swift, swift_env
+from mm_helpers import gradient, require_vision
 
 require_vision()
 
 import swift_ext.ms_swift as ms  # noqa: E402
 from swift_ext.dev import testing, tiny  # noqa: E402
+from swift_ext.dev.runs import run_swift, subprocess_env  # noqa: E402
 from swift_ext.ms_swift import compat  # noqa: E402
 
 DUMP_PLUGIN = '''
@@ -146,7 +147,7 @@ def test_swift_sft_and_infer_with_images(tmp_path, tiny_vl, fixture_name, templa
             "--freeze_vit", "false", *(["--enable_thinking", "true"] if arch == "gemma4" else []),
             # no modelscope "is the local model the latest" lookup (offline: about 7 s of retries a run)
             "--check_model", "false"]
-    run_swift(argv, swift_env({"SWIFT_EXT_TEST_DUMP": str(dump)}), tmp_path / "sft.log")
+    run_swift(argv, subprocess_env({"SWIFT_EXT_TEST_DUMP": str(dump)}), tmp_path / "sft.log")
     run = next(out.iterdir())
     logs = [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
     losses = [float(x["loss"]) for x in logs if "loss" in x]
@@ -172,7 +173,7 @@ def test_swift_sft_and_infer_with_images(tmp_path, tiny_vl, fixture_name, templa
     log = tmp_path / "infer.log"
     run_swift(["infer", "--model", str(ckpt), "--infer_backend", "transformers", "--val_dataset", str(infer_data),
             "--max_new_tokens", "4", "--result_path", str(tmp_path / "infer_result.jsonl"),
-            "--torch_dtype", "float32"], swift_env(), log)
+            "--torch_dtype", "float32"], subprocess_env(), log)
     text = log.read_text(errors="replace")
     assert ms.plugin_path() in text and template in text
     result = json.loads((tmp_path / "infer_result.jsonl").read_text().splitlines()[0])

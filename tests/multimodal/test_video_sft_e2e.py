@@ -11,12 +11,13 @@ import json
 import math
 from pathlib import Path
 
-from mm_helpers import gradient, require_vision, run_swift, swift_env
+from mm_helpers import gradient, require_vision
 
 require_vision()
 
 import swift_ext.ms_swift as ms  # noqa: E402
 from swift_ext.dev import testing, tiny  # noqa: E402
+from swift_ext.dev.runs import run_swift, subprocess_env  # noqa: E402
 
 DUMP_PLUGIN = '''
 import json, os
@@ -102,7 +103,7 @@ def test_swift_sft_and_infer_with_video(tmp_path):
             "--torch_dtype", "float32", "--output_dir", str(out), "--save_steps", "2", "--logging_steps", "1",
             "--split_dataset_ratio", "0", "--dataloader_num_workers", "0", "--report_to", "none", "--seed", "0",
             "--freeze_vit", "false", "--check_model", "false"]
-    run_swift(argv, swift_env({"SWIFT_EXT_TEST_DUMP": str(dump)}), tmp_path / "sft.log")
+    run_swift(argv, subprocess_env({"SWIFT_EXT_TEST_DUMP": str(dump)}), tmp_path / "sft.log")
     run = next(out.iterdir())
     logs = [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
     losses = [float(x["loss"]) for x in logs if "loss" in x]
@@ -123,7 +124,7 @@ def test_swift_sft_and_infer_with_video(tmp_path):
     run_swift(["infer", "--model", str(ckpt), "--infer_backend", "transformers", "--val_dataset", str(infer_data),
                "--max_new_tokens", "4", "--result_path", str(tmp_path / "infer_result.jsonl"),
                "--torch_dtype", "float32", "--external_plugins", ms.plugin_path(), str(tmp_path / "dump_plugin.py")],
-              swift_env({"SWIFT_EXT_TEST_DUMP": str(infer_dump)}), log)
+              subprocess_env({"SWIFT_EXT_TEST_DUMP": str(infer_dump)}), log)
     text = log.read_text(errors="replace")
     assert ms.plugin_path() in text and "qwen3_5_parity" in text
     result = json.loads((tmp_path / "infer_result.jsonl").read_text().splitlines()[0])
