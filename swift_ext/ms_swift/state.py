@@ -17,8 +17,10 @@ is here and nowhere else (``tests/ms_swift/test_architecture.py`` holds the othe
 
 State kept on ms-swift's own objects, patched once and marked so that a second install changes nothing:
 ``MessagesPreprocessor.preprocess`` (``_swift_ext_installed``), ``RowPreprocessor.standard_keys`` and
-``cache_format_version``, ``swift.dataset.loader.hf_load_dataset`` (``data.py``), and GRPO's
-``build_rollout_logps`` (``__wrapped_by_swift_ext__``, ``logprob_guard.py``).
+``cache_format_version``, ``swift.dataset.loader.hf_load_dataset`` (``data.py``), GRPO's
+``build_rollout_logps`` (``__wrapped_by_swift_ext__``, ``logprob_guard.py``), and ms-swift 4.6's
+``swift.model.models.gemma._patch_gemma4_forward`` with the ``get_image_features`` of each model it patches
+(``__wrapped_by_swift_ext__``, ``compat.py``).
 
 Per-template state (the family's encoder, the sample cache, the counters of ``parity_report``) lives on each
 template instance (``template.ParityTemplateMixin.__init__``) and is rebuilt in a dataloader worker.
