@@ -195,26 +195,28 @@ def media_ids(template: Any, ids: list[int], scales: list[float], tags: dict[str
     placed = dict(getattr(template, "parity_family_obj", None).media)
     for kind, tag in tags.items():
         written = template.tokenizer.encode(placed[kind], add_special_tokens=False)
+        token = media_token_id(template, kind)
         if written == tag:
             continue
-        token = media_token_id(template, kind)
-        out_ids: list[int] = []
-        out_scales: list[float] = []
-        i = replaced = 0
-        while i < len(ids):
-            if ids[i:i + len(written)] == written:
-                out_ids += tag
-                out_scales += [scales[i]] * len(tag)
-                i += len(written)
-                replaced += 1
-            else:
-                out_ids.append(ids[i])
-                out_scales.append(scales[i])
-                i += 1
-        if token is not None and replaced != ids.count(token):
+        if token is None or token not in written:
             raise TemplateRenderError(
-                f"{ids.count(token)} {kind} placeholder token(s) but {replaced} of them written as the family's "
+                f"the family's [media] {kind} text {placed[kind]!r} holds no {kind} placeholder token of this "
+                "model, so its items cannot be found in the sample", rule="template-media-placeholders",
+                message_index=message_index)
+        lead = written.index(token)  # where the placeholder token sits in the item's text
+        starts = [j - lead for j, x in enumerate(ids)
+                  if x == token and j >= lead and ids[j - lead:j - lead + len(written)] == written]
+        if len(starts) != ids.count(token):
+            raise TemplateRenderError(
+                f"{ids.count(token)} {kind} placeholder token(s) but {len(starts)} of them written as the family's "
                 f"[media] {kind} text {placed[kind]!r}: the chat template writes media otherwise than its family "
                 "file says", rule="template-media-placeholders", message_index=message_index)
-        ids, scales = out_ids, out_scales
+        out_ids: list[int] = []
+        out_scales: list[float] = []
+        end = 0
+        for start in starts:
+            out_ids += ids[end:start] + tag
+            out_scales += scales[end:start] + [scales[start]] * len(tag)
+            end = start + len(written)
+        ids, scales = out_ids + ids[end:], out_scales + scales[end:]
     return ids, scales
