@@ -28,8 +28,9 @@ The package, one module per job (importing it does not import ms-swift; ``regist
 - ``grpo``: conversations whose assistant turns are token ids (ms-swift GRPO);
 - ``logprob_guard``: the importance-sampling-correction guard;
 - ``data``: the dataset hook; ``columns``: the columns it adds (its only contract with ``template``);
-- ``registry`` / ``agent`` / ``vision``: registration of the templates and agent templates, text-only use of
-  ms-swift's vision templates;
+- ``registry`` / ``agent``: registration of the templates and agent templates;
+- ``vision`` / ``video``: media through ms-swift's own loading, sized and placed as the model's processor does
+  (and text-only use of ms-swift's vision templates);
 - ``compat``: narrow fixes of ms-swift's own model code where a known broken combination is detected (ms-swift
   4.6's Gemma-4 forward with transformers >= 5.15's per-image image features);
 - ``state``: every piece of module-level state, documented.
