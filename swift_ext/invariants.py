@@ -24,9 +24,13 @@ def message_texts(message: Message, *, reasoning: bool = True, calls: bool = Tru
     """What a message says, as the template may render it: content, reasoning, tool-call arguments."""
     texts = [content_text(message.content)]
     texts += [message.reasoning or ""] if reasoning else []
-    for call in message.tool_calls if calls else ():  # as written, else as the template's tojson would write it
-        texts.append(call.arguments_json if call.arguments_json is not None else json.dumps(call.arguments,
-                                                                                           ensure_ascii=False))
+    for call in message.tool_calls if calls else ():
+        # as the encoder hands JSON-text arguments to the template (parsed and written again, as vLLM does:
+        # "\u00c5" written, "Å" rendered, DeepSeek-V3.1), and as written (arguments_policy="verbatim")
+        dumped = json.dumps(call.arguments, ensure_ascii=False)
+        texts.append(dumped)
+        if call.arguments_json is not None and call.arguments_json.strip() != dumped:
+            texts.append(call.arguments_json)
     return [t.strip() for t in texts if t and t.strip()]
 
 

@@ -100,3 +100,36 @@ def test_short_reasoning_on_the_fast_path_of_a_trajectory(name: str) -> None:
         expected = full[len(prompt):full.index("<|im_end|>", len(prompt)) + len("<|im_end|>")]
         assert span.completion_text == expected
         assert sample.input_ids[:span.label_start] == oracle_ids(tok, prompt)
+
+
+def test_the_same_arguments_written_twice_in_two_escapes_are_not_foreign_text() -> None:
+    """Two turns call with the same arguments, written ``{"city": "Å"}`` and ``{"city": "\\u00c5"}``: the second
+    turn renders the text the first one wrote, and it is its own (DeepSeek-V3.1 writes arguments as JSON text).
+    Found by the property tests: it was ``I3-foreign-text`` (only the written form counted as the turn's)."""
+    tok = tokenizer("deepseek_v3_1")
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Current weather",
+                                                "parameters": {"type": "object",
+                                                               "properties": {"city": {"type": "string"}}}}}
+
+    def call_turn(n: int, arguments: str) -> dict:
+        return {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"functions.get_weather:{n}", "type": "function",
+             "function": {"name": "get_weather", "arguments": arguments}}]}
+
+    def tool(n: int) -> dict:
+        return {"role": "tool", "tool_call_id": f"functions.get_weather:{n}", "content": f"sunny {n}"}
+
+    messages = [{"role": "user", "content": "Weather in Århus?"}, call_turn(0, '{"city": "Å"}'), tool(0),
+                {"role": "assistant", "content": "Sunny."}, {"role": "user", "content": "And now?"},
+                call_turn(1, '{"city": "\\u00c5"}'), tool(1), {"role": "assistant", "content": "Still sunny."}]
+    samples = swift_ext.encode(tok, messages, [weather], {"thinking": True})
+    swift_ext.verify(tok, messages, samples, [weather], {"thinking": True})
+    # the oracle: the template given the arguments as the encoder hands them (parsed, written again)
+    parsed = json.loads(json.dumps(messages))
+    for m in parsed:
+        for c in m.get("tool_calls", ()):
+            c["function"]["arguments"] = json.dumps(json.loads(c["function"]["arguments"]), ensure_ascii=False)
+    prompt = oracle_prompt_ids(tok, parsed[:5], [weather], thinking=True)
+    sample = next(s for s in samples if s.input_ids[:len(prompt)] == prompt)
+    labelled = [t for t, label in zip(sample.input_ids, sample.labels) if label != -100]
+    assert '{"city": "Å"}' in tok.decode(labelled)
