@@ -123,6 +123,17 @@ def default_stop_strings(tokenizer: Any) -> tuple[str, ...]:
     return tuple(stops)
 
 
+def _starts_with_own_text(message: Any, text: str, overlap: int) -> bool:
+    """``text`` (a turn's rendering where it parts from the generation prompt) starts with the message's own
+    content or reasoning for at least ``overlap`` characters: the prompt's tail that repeats them is markup that
+    happens to end like the message begins (Gemma-4's prompt after a tool response ends ``<|channel>thought\n``,
+    and an answer ``t\n...`` rendered without the channel block is not a continuation of ``thought\n``)."""
+    for own in (content_text(message.content), message.reasoning or ""):
+        if len(own) >= overlap and text.startswith(own[:overlap]):
+            return True
+    return False
+
+
 class Encoder:
     """Turns conversations into samples for one tokenizer and chat template.
 
@@ -489,6 +500,8 @@ class Encoder:
         overlap = suffix_prefix_overlap(leftover, turn[shared:])
         while overlap and (shared + overlap not in bounds or not leftover.endswith(turn[shared:shared + overlap])):
             overlap -= 1
+        if overlap and _starts_with_own_text(conversation.messages[i], turn[shared:], overlap):
+            overlap = 0  # the message's own words, which the prompt's markup happens to end with
         shared += overlap
         completion = turn[shared:]
         if leftover.strip() and leftover.strip() in completion:

@@ -139,3 +139,28 @@ def test_verify_rejects_a_broken_reasoning_block(name: str, kwargs: dict, comple
         swift_ext.verify(tok, messages, _sample_with(tok, messages, completion, **kwargs),
                          chat_template_kwargs=kwargs)
     assert info.value.rule == "I2-reasoning-block" and info.value.message_index == 1
+
+
+@pytest.mark.parametrize("answer", ["t\nIt is sunny.", "ght\nSunny.", "hought\nSunny."])
+def test_an_answer_that_begins_like_the_prompt_ends_keeps_its_words(answer: str) -> None:
+    """Gemma-4's prompt after a tool response ends ``<|channel>thought\\n``; an answer without reasoning that
+    begins ``t\\n`` (what the prompt ends with) was cut as if the prompt had written it: the turn lost its first
+    characters and raised I2-content-not-rendered (found by the property tests). The completion is the family's
+    empty thought block's close, then the whole answer (Gemma-4 model card: ``<|channel>thought\\n...<channel|>``
+    then the reply)."""
+    tok = tokenizer("gemma4")
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Current weather",
+                                                "parameters": {"type": "object", "properties": {}}}}
+    messages = [{"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": {}}}]},
+                {"role": "tool", "tool_call_id": "call_0", "content": "sunny"},
+                {"role": "assistant", "content": answer}]
+    kwargs = {"enable_thinking": True}
+    samples = swift_ext.encode(tok, messages, [weather], kwargs)
+    swift_ext.verify(tok, messages, samples, [weather], kwargs)
+    prompt = oracle_prompt_ids(tok, messages[:3], [weather], **kwargs)
+    sample = next(s for s in samples if s.input_ids[:len(prompt)] == prompt)
+    completion = sample.input_ids[len(prompt):]
+    assert completion == oracle_ids(tok, f"\n<channel|>{answer}<turn|>")
+    assert sample.labels[len(prompt):] == completion
