@@ -146,6 +146,13 @@ def media_kind(part: Any) -> str | None:
     return kind if kind in MEDIA_KINDS else None
 
 
+def media_kinds_only(content: list[Any]) -> list[Any]:
+    """Content parts with each media part as ``{"type": kind}`` (its item dropped): what the chat template is
+    handed for it (an OpenAI-compatible server replaces the URL part by a placeholder part; the item itself goes
+    to the processor, never into the template)."""
+    return [{"type": media_kind(p)} if media_kind(p) else p for p in content]
+
+
 def add_media_parts(messages: list[dict[str, Any]]) -> None:
     """``<image>`` tags (ms-swift's media form) -> HF content parts, so the template renders its vision tokens.
 
@@ -155,7 +162,7 @@ def add_media_parts(messages: list[dict[str, Any]]) -> None:
     for message in messages:
         content = message.get("content")
         if isinstance(content, list):
-            message["content"] = [{"type": media_kind(p)} if media_kind(p) else p for p in content]
+            message["content"] = media_kinds_only(content)
             continue
         if not isinstance(content, str) or not _MEDIA_TAG.search(content):
             continue

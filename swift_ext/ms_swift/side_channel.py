@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from .columns import SIDE_CHANNEL
-from .conversion import media_kind
+from .conversion import media_kind, media_kinds_only
 
 _SWIFT_KEYS = frozenset({"role", "content", "loss", "loss_scale"})
 
@@ -38,7 +38,7 @@ def _without_media_values(message: dict[str, Any]) -> dict[str, Any]:
     content = message.get("content")
     if not isinstance(content, list) or not any(media_kind(p) for p in content):
         return message
-    return {**message, "content": [{"type": media_kind(p)} if media_kind(p) else p for p in content]}
+    return {**message, "content": media_kinds_only(content)}
 
 
 def side_channel_text(messages: Any) -> str | None:
