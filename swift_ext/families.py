@@ -161,11 +161,11 @@ def _family_from_toml(path: Path) -> Family:
                                or prefix.get("last_turn", "same") not in PREFIX_LAST_TURN):
         raise ValueError(f"{path}: [prefix] rewritten_by takes {PREFIX_KINDS}, last_turn one of {PREFIX_LAST_TURN}")
     message_parser = data.get("rollout", {}).get("message_parser")
+    if message_parser not in (None, *MESSAGE_PARSERS):
+        raise ValueError(f"{path}: [rollout] message_parser must be one of {MESSAGE_PARSERS}")
     media = data.get("media", {})
     if not set(media) <= set(MEDIA_KINDS) or not all(isinstance(v, str) and v for v in media.values()):
         raise ValueError(f"{path}: [media] maps a kind among {MEDIA_KINDS} to the text the template writes for it")
-    if message_parser not in (None, *MESSAGE_PARSERS):
-        raise ValueError(f"{path}: [rollout] message_parser must be one of {MESSAGE_PARSERS}")
     return Family(
         name=data["name"],
         description=data.get("description", ""),

@@ -120,10 +120,9 @@ def _processor_resize(template: Any) -> Any:
     return lambda height, width: resize(height, width, factor=patch * merge, **bounds)
 
 
-def _placed_media(template: Any, inputs: Any) -> dict[str, str]:
-    """The family's ``[media]`` (kind -> what its chat template writes for one item); a kind the row holds that
-    the family does not list is refused: the parity templates place only what tests/multimodal prove against the
-    model's processor."""
+def _refuse_unplaced_media(template: Any, inputs: Any) -> None:
+    """A kind the row holds that the family's ``[media]`` does not list is refused: the parity templates place
+    only what tests/multimodal prove against the model's processor."""
     family = getattr(template, "parity_family_obj", None)
     placed = dict(getattr(family, "media", ()))
     unsupported = [kind for kind in MEDIA_KINDS if getattr(inputs, f"{kind}s", None) and kind not in placed]
@@ -133,7 +132,6 @@ def _placed_media(template: Any, inputs: Any) -> dict[str, str]:
             f"the parity template of family {name!r} does not place {' and '.join(unsupported)} exactly (its "
             f"templates/{name}.toml [media] lists {sorted(placed) or 'none'}); train such rows with ms-swift's own "
             "template, or leave them out", rule="template-media-unsupported")
-    return placed
 
 
 def _resize_images(template: Any, inputs: Any) -> None:
@@ -156,7 +154,7 @@ def load_media(template: Any, inputs: Any) -> dict[str, list[int]]:
 
     Returns, for each kind the row holds, the token ids ms-swift's ``_encode`` expands for one item (what
     ``replace_tag`` returns): ``media_ids`` puts them where the chat template wrote its own text for the item."""
-    _placed_media(template, inputs)
+    _refuse_unplaced_media(template, inputs)
     _resize_images(template, inputs)
     saved = inputs.chat_template_kwargs
     tags: dict[str, list[int]] = {}
